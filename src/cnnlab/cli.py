@@ -1,0 +1,94 @@
+"""The `cnnlab` command: parse, call the library, print. User errors exit 2 without a traceback."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import typer
+from rich.console import Console
+
+from cnnlab.errors import CnnlabError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Image-classification experiments with convolutional networks.",
+)
+out = Console()
+err = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., object])
+
+
+def user_errors(command: F) -> F:
+    """Print a CnnlabError's message and exit 2; anything else is a bug and keeps its traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except CnnlabError as problem:
+            err.print(f"[bold red]error:[/] {problem}", highlight=False, markup=True)
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@app.command()
+@user_errors
+def inspect(
+    path: str = typer.Argument(
+        ..., help="A folder of class folders, a .zip, an IDX folder, or 'digits'."
+    ),
+    label_pattern: str | None = typer.Option(
+        None, help=r"Regex on file names; group 1 is the class, e.g. '_(\d)[LR]\.png$'."
+    ),
+    labels_csv: str | None = typer.Option(None, help="CSV with path,label[,split] columns."),
+    json_path: Path | None = typer.Option(None, "--json", help="Write the full report here."),
+) -> None:
+    """Health check: classes, counts, sizes, modes, skipped files, duplicates and leakage."""
+    from cnnlab.config import DataConfig
+    from cnnlab.config_io import validate
+    from cnnlab.data.pipeline import examine
+    from cnnlab.inspect_view import print_report
+    from cnnlab.runfolder import write_json
+
+    raw = {"source": path, "label_pattern": label_pattern, "labels_csv": labels_csv}
+    cfg = validate({k: v for k, v in raw.items() if v is not None}, DataConfig, source="inspect")
+    report = examine(cfg, options=None).report
+    print_report(out, report, json_path)
+    if json_path is not None:
+        write_json(json_path, report.to_json())
+    report.raise_for_errors(max_bad_fraction=1.0)  # inspect reports bad files, only refuses empties
+
+
+@app.command()
+@user_errors
+def prepare(
+    config: Path = typer.Argument(..., help="Experiment YAML file."),
+    set_: list[str] = typer.Option(
+        [], "--set", help="Override a key: --set data.target_size=[64,64]"
+    ),
+    output: Path | None = typer.Option(None, help="Parent folder of the run folder (output.dir)."),
+) -> None:
+    """Check, split and decode an experiment's data (cached); write the run folder's data part."""
+    from cnnlab.atomic import write_text
+    from cnnlab.config_io import load_experiment
+    from cnnlab.data.pipeline import load_data
+    from cnnlab.inspect_view import print_splits
+    from cnnlab.runfolder import new_run_folder, write_config, write_json
+
+    experiment = load_experiment(config, set_)
+    data = load_data(experiment.data, experiment.seed)
+    folder = new_run_folder(output or experiment.output.dir, experiment.output.name or config.stem)
+    write_config(folder, experiment)
+    write_json(folder / "health.json", data.health.to_json())
+    write_text(folder / "split.csv", data.manifest)
+    print_splits(out, data)
+    out.print(f"Run folder: {folder}")
+
+
+def main() -> None:  # pragma: no cover - the console script
+    app()

@@ -1,0 +1,174 @@
+"""The experiment file: typed, validated, frozen sections, each default with its reason.
+
+Keras words outside (target_size, validation_split, rotation_range, ...), so a Keras script's
+settings carry over one to one. Loading, `--set` overrides and error messages live in
+`config_io.py`.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    field_validator,
+    model_validator,
+)
+
+
+def _fraction(value: Any) -> Any:
+    """Accept "1/6" as well as 0.1667: S1 splits its data into sixths."""
+    if isinstance(value, str) and "/" in value:
+        try:
+            return float(Fraction(value.replace(" ", "")))
+        except (ValueError, ZeroDivisionError):
+            return value  # pydantic then reports "expected a number"
+    return value
+
+
+SplitFraction = Annotated[float, BeforeValidator(_fraction), Field(ge=0.0, lt=1.0)]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(Section):
+    # A folder of class sub-folders, a .zip of one, a folder with train/val/test parts (folders
+    # or zips), a folder of MNIST IDX files, or "digits" (scikit-learn's, needs no files).
+    source: str
+    label_pattern: str | None = None  # regex on the file name; group 1 (or `label`) is the class
+    labels_csv: str | None = None  # CSV with `path,label` (optional `split`), paths within source
+    target_size: tuple[PositiveInt, PositiveInt] | None = None  # (height, width); None: native
+    color_mode: Literal["grayscale", "rgb"] = "rgb"  # Keras's default
+    resize: Literal["stretch", "pad", "crop"] = "stretch"  # stretch is Keras's behaviour
+    # Keras's flow_from_directory uses "nearest"; bilinear (image_dataset_from_directory's
+    # default) loses less detail when shrinking photos.
+    interpolation: Literal["nearest", "bilinear", "bicubic", "lanczos", "box", "hamming"] = (
+        "bilinear"
+    )
+    background: tuple[int, int, int] = (255, 255, 255)  # alpha is composited onto white
+    max_pixels: PositiveInt = 89_478_485  # Pillow's decompression-bomb limit
+    # None: use a val/ (validation/) part when the source has one, else hold out 20 % (S0).
+    validation_split: SplitFraction | None = None
+    # None: use a test/ part when the source has one, else no test split.
+    test_split: SplitFraction | None = None
+    max_bad_fraction: float = Field(0.05, ge=0.0, le=1.0)  # more unreadable files fail the run
+    cache_dir: str | None = None  # None: $CNNLAB_CACHE, else ~/.cache/cnnlab
+    ram_budget_mb: PositiveInt = 4096  # larger decoded splits are memory-mapped, not loaded
+
+    @field_validator("label_pattern")
+    @classmethod
+    def _compiles(cls, pattern: str | None) -> str | None:
+        import re
+
+        if pattern is not None:
+            try:
+                re.compile(pattern)
+            except re.error as err:
+                raise ValueError(f"not a valid regular expression ({err})") from None
+        return pattern
+
+    @field_validator("background")
+    @classmethod
+    def _rgb(cls, colour: tuple[int, int, int]) -> tuple[int, int, int]:
+        if not all(0 <= c <= 255 for c in colour):
+            raise ValueError("expected three values in 0..255, e.g. [255, 255, 255]")
+        return colour
+
+    @model_validator(mode="after")
+    def _one_labelling(self) -> DataConfig:
+        if self.label_pattern and self.labels_csv:
+            raise ValueError("set either label_pattern or labels_csv, not both")
+        held_out = (self.validation_split or 0.0) + (self.test_split or 0.0)
+        if held_out >= 1.0:
+            raise ValueError(
+                f"validation_split + test_split = {held_out:g} leaves nothing to train on; "
+                "keep their sum below 1"
+            )
+        return self
+
+
+class AugmentConfig(Section):
+    """Keras ImageDataGenerator's parameters, same names and meanings."""
+
+    preset: str | None = None  # a registered preset (s0, s1, s2); keys below override it
+    rotation_range: NonNegativeFloat = 0.0  # degrees
+    width_shift_range: NonNegativeFloat = 0.0  # fraction of the width, or pixels when >= 1
+    height_shift_range: NonNegativeFloat = 0.0
+    shear_range: NonNegativeFloat = 0.0  # degrees, as Keras
+    zoom_range: NonNegativeFloat | tuple[PositiveFloat, PositiveFloat] = 0.0
+    horizontal_flip: bool = False
+    vertical_flip: bool = False
+    fill_mode: Literal["constant", "nearest", "reflect", "wrap"] = "nearest"  # Keras's default
+    cval: float = 0.0
+    brightness_range: tuple[NonNegativeFloat, NonNegativeFloat] | None = None
+    channel_shift_range: NonNegativeFloat = 0.0
+    rescale: float | None = None  # Keras scripts use 1/255; None: the model's own scaling
+    featurewise_center: bool = False  # statistics from the training split only
+    featurewise_std_normalization: bool = False
+    samplewise_center: bool = False
+    samplewise_std_normalization: bool = False
+
+    @field_validator("rescale", mode="before")
+    @classmethod
+    def _rescale_fraction(cls, value: Any) -> Any:
+        return _fraction(value)
+
+
+class ModelConfig(Section):
+    name: str | None = None  # a registered architecture, e.g. carlosnet
+    layers: list[dict[str, Any]] | None = None  # or a Keras-style layer list
+
+    @model_validator(mode="after")
+    def _one_of(self) -> ModelConfig:
+        if (self.name is None) == (self.layers is None):
+            raise ValueError("set exactly one of model.name or model.layers")
+        return self
+
+
+class OptimizerConfig(Section):
+    name: Literal["sgd", "rmsprop", "adam", "adamw"] = "rmsprop"  # S2's best
+    lr: PositiveFloat | None = None  # None: Keras's default for the optimiser
+    momentum: NonNegativeFloat = 0.0  # SGD; Keras's default
+    nesterov: bool = False
+    weight_decay: NonNegativeFloat = 0.0
+    decay: NonNegativeFloat = 0.0  # Keras's legacy lr / (1 + decay * step)
+
+
+class TrainConfig(Section):
+    epochs: PositiveInt = 30  # S0/S3 used 30; early stopping may end sooner
+    batch_size: PositiveInt = 32  # Keras's default
+    steps_per_epoch: PositiveInt | None = None  # None: one pass over the training split
+    optimizer: OptimizerConfig = OptimizerConfig()
+    early_stopping_patience: NonNegativeInt | None = None  # None: train every epoch
+    deterministic: bool = False  # bitwise-equal reruns on the same machine, a little slower
+    device: str = "auto"  # auto: cuda when present, else cpu
+
+
+class EvaluateConfig(Section):
+    top_k: PositiveInt = 5  # reported when there are more than k classes
+
+
+class OutputConfig(Section):
+    dir: Path = Path("runs")
+    name: str | None = None  # None: the experiment file's name
+
+
+class Experiment(Section):
+    seed: NonNegativeInt = 0  # split, shuffling, initialisation and augmentation all follow it
+    data: DataConfig
+    augment: AugmentConfig = AugmentConfig()
+    model: ModelConfig | None = None
+    train: TrainConfig = TrainConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+    output: OutputConfig = OutputConfig()

@@ -1,0 +1,148 @@
+"""Read an experiment file, apply `--set key=value` overrides, and explain what is wrong.
+
+Every message names the dotted key and says how to fix it, e.g.
+`train.optimizer.lr: expected a number, got 'fast'` or
+`train.optimiser: unknown key; did you mean 'optimizer'?`.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from cnnlab.config import Experiment
+from cnnlab.errors import ConfigError
+
+
+def load_experiment(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Experiment:
+    """The validated experiment in `path`, with each `key=value` override applied in order."""
+    raw = read_yaml(Path(path))
+    for item in overrides:
+        key, value = parse_override(item)
+        set_dotted(raw, key, value)
+    return validate(raw, Experiment, source=str(path))
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such experiment file")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err)
+        raise ConfigError(f"{path}{where}: not valid YAML ({problem})") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections (data:, model:, ...)")
+    return raw
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """`train.optimizer.lr=0.01` -> ("train.optimizer.lr", 0.01); values are YAML."""
+    key, sep, text = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set train.epochs=5")
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError:
+        value = text  # an unquoted string YAML cannot read is taken as it is
+    return key, value
+
+
+def set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
+    node = raw
+    parts = key.split(".")
+    for depth, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            where = ".".join(parts[: depth + 1])
+            raise ConfigError(f"--set {key}: {where} is a value ({child!r}), not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def validate(raw: dict[str, Any], model: type[BaseModel], source: str) -> Any:
+    try:
+        return model.model_validate(raw)
+    except ValidationError as err:
+        lines = [describe(e, model) for e in err.errors()]
+        raise ConfigError(f"{source}: invalid configuration\n  " + "\n  ".join(lines)) from None
+
+
+def describe(error: dict[str, Any], model: type[BaseModel]) -> str:
+    """One pydantic error as `dotted.key: what is wrong; how to fix it`."""
+    loc = [part for part in error["loc"] if isinstance(part, str) and not _is_internal(part)]
+    path = ".".join(loc) or "(top level)"
+    kind, value = error["type"], error.get("input")
+    if kind == "extra_forbidden":
+        known = _field_names(model, loc[:-1])
+        return f"{path}: unknown key{_suggest(loc[-1], known)} (known: {', '.join(known)})"
+    if kind == "missing":
+        return f"{path}: required; add it to the file or pass --set {path}=..."
+    if kind == "literal_error":
+        choices = [c.strip(" '") for c in error["ctx"]["expected"].replace(" or ", ", ").split(",")]
+        hint = _suggest(str(value), choices)
+        return f"{path}: {value!r} is not allowed{hint} ({', '.join(choices)})"
+    expected = _EXPECTED.get(kind)
+    if expected:
+        return f"{path}: expected {expected}, got {value!r}"
+    message = error["msg"].removeprefix("Value error, ").replace("Input should be", "must be")
+    return f"{path}: {message}" + ("" if isinstance(value, dict) else f", got {value!r}")
+
+
+_EXPECTED = {
+    "float_parsing": "a number",
+    "float_type": "a number",
+    "int_parsing": "a whole number",
+    "int_type": "a whole number",
+    "int_from_float": "a whole number",
+    "bool_parsing": "true or false",
+    "bool_type": "true or false",
+    "string_type": "a string",
+    "model_type": "a section (key: value lines)",
+    "dict_type": "a section (key: value lines)",
+    "list_type": "a list",
+    "tuple_type": "a list",
+}
+
+
+def _is_internal(part: str) -> bool:
+    # pydantic names union branches and constrained types in `loc`; they are not config keys.
+    return (
+        part.startswith(("function-", "constrained-"))
+        or part in {"tuple[...]", "list[...]"}
+        or ("[" in part and "]" in part)
+    )
+
+
+def _field_names(model: type[BaseModel], loc: list[str]) -> list[str]:
+    for part in loc:
+        field = model.model_fields.get(part)
+        sub = _model_of(field.annotation) if field else None
+        if sub is None:
+            return []
+        model = sub
+    return list(model.model_fields)
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):  # Optional[Section]
+        found = _model_of(arg)
+        if found:
+            return found
+    return None
+
+
+def _suggest(word: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""

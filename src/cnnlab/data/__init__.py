@@ -1,0 +1,1 @@
+"""Data: sources, decoding, health check, split manifest, cache and device batches."""

@@ -1,0 +1,182 @@
+"""Shuffled uint8 batches of one split, already on the device, indexed by tensors: no per-sample
+Python in the steady state."""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+_INTEGER_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
+Batch = tuple[torch.Tensor, torch.Tensor]  # images uint8 (B, C, H, W), labels int64 (B,)
+IndexBatches = Iterator[tuple[torch.Tensor, torch.Tensor]]  # (host index, device index)
+
+
+def permutation_seed(seed: int, epoch: int, k: int = 0) -> int:
+    """Seed of pass `k` of `epoch` (k > 0 only with `steps`). A hash rather than arithmetic such
+    as seed * 1_000_003 + epoch, so no (seed, epoch, k) ever reuses another's permutation."""
+    key = f"cnnlab.batches:{seed}:{epoch}:{k}".encode()
+    return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little") >> 1  # < 2**63
+
+
+def gather_rows(source: torch.Tensor, index: torch.Tensor, buffer: torch.Tensor) -> torch.Tensor:
+    """`source[index]` written into the leading rows of `buffer`: reused, not reallocated."""
+    rows = buffer[: index.numel()]
+    torch.index_select(source, 0, index, out=rows)
+    return rows
+
+
+def staging_buffers(count: int, batch_size: int, sample_shape: torch.Size) -> list[torch.Tensor]:
+    """Reusable host batch buffers; pinned where CUDA exists, as only pinned memory copies
+    asynchronously (and pinning needs a CUDA driver)."""
+    pin = torch.cuda.is_available()
+    shape = (batch_size, *sample_shape)
+    return [torch.empty(shape, dtype=torch.uint8, pin_memory=pin) for _ in range(count)]
+
+
+def _host_tensor(array: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """A CPU tensor sharing `array`'s memory, so a memmap is only read where it is indexed."""
+    if isinstance(array, torch.Tensor):
+        return array.cpu()
+    with warnings.catch_warnings():
+        # torch warns that writing to a read-only array is undefined; this module only reads.
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(np.ascontiguousarray(array))
+
+
+def _resolve(device: str | torch.device) -> torch.device:
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:  # streams and memory queries need an index
+        device = torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
+def _to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    if device.type == "cuda":  # pinned source: the copy is queued, the host does not wait
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
+
+
+class DeviceBatches:
+    """Shuffled (seeded, per epoch) uint8 batches of one split, already on `device`."""
+
+    def __init__(
+        self,
+        images: np.ndarray | torch.Tensor,
+        labels: np.ndarray | torch.Tensor,
+        *,
+        batch_size: int,
+        device: str | torch.device = "cpu",
+        shuffle: bool = True,
+        seed: int = 0,
+        drop_last: bool = False,
+        max_device_fraction: float = 0.5,
+    ):
+        host_images, host_labels = _host_tensor(images), _host_tensor(labels)
+        if host_images.dim() != 4 or host_images.dtype != torch.uint8:
+            raise ValueError(
+                f"images must be uint8 (N, C, H, W), got {host_images.dtype} "
+                f"{tuple(host_images.shape)}"
+            )
+        if host_labels.dim() != 1 or host_labels.dtype not in _INTEGER_DTYPES:
+            raise ValueError(
+                f"labels must be integer (N,), got {host_labels.dtype} {tuple(host_labels.shape)}"
+            )
+        if len(host_images) != len(host_labels):
+            raise ValueError(f"{len(host_images)} images but {len(host_labels)} labels")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        self.device = _resolve(device)
+        self.batch_size, self.shuffle, self.seed, self.drop_last = (
+            batch_size,
+            shuffle,
+            seed,
+            drop_last,
+        )
+        self.num_samples = len(host_images)
+        # Labels are 8 bytes a sample: always on the device, so only images may need streaming.
+        self.labels = host_labels.to(torch.int64).to(self.device)
+        self.resident = self.device.type != "cuda" or self._fits(host_images, max_device_fraction)
+        self.images = host_images.to(self.device) if self.resident else host_images
+
+    def _fits(self, images: torch.Tensor, max_device_fraction: float) -> bool:
+        free, _total = torch.cuda.mem_get_info(self.device)
+        return images.numel() * images.element_size() <= max_device_fraction * free
+
+    def __len__(self) -> int:
+        full, rest = divmod(self.num_samples, self.batch_size)
+        return full + int(rest > 0 and not self.drop_last)
+
+    def epoch(self, epoch: int, steps: int | None = None) -> Iterator[Batch]:
+        """Batches of epoch `epoch`: images uint8 (B, C, H, W), labels int64 (B,), both on the
+        device. The order is a permutation seeded by (seed, epoch), so any epoch can be replayed
+        on its own (resume). `steps` (Keras steps_per_epoch) yields exactly that many batches,
+        continuing into further permutations (seeded by (seed, epoch, k)) when one pass is not
+        enough; like Keras's flow(), each pass ends with its partial batch unless drop_last."""
+        if steps is not None and steps < 0:
+            raise ValueError(f"steps must be at least 0, got {steps}")
+        if steps and len(self) == 0:
+            raise ValueError(
+                f"{self.num_samples} samples make no batch of {self.batch_size} "
+                "with drop_last, so steps can never be reached"
+            )
+        indices = self._index_batches(epoch, len(self) if steps is None else steps)
+        return self._resident(indices) if self.resident else self._streamed(indices)
+
+    def _order(self, epoch: int, k: int) -> torch.Tensor:
+        if not self.shuffle:
+            return torch.arange(self.num_samples)
+        generator = torch.Generator().manual_seed(permutation_seed(self.seed, epoch, k))
+        return torch.randperm(self.num_samples, generator=generator)
+
+    def _index_batches(self, epoch: int, steps: int) -> IndexBatches:
+        """Host and device index of each batch: one queued upload per pass, none per batch."""
+        k = 0
+        while steps > 0:
+            order = self._order(epoch, k)
+            on_device = _to_device(order, self.device)
+            for start in range(0, min(steps, len(self)) * self.batch_size, self.batch_size):
+                yield (
+                    order[start : start + self.batch_size],
+                    on_device[start : start + self.batch_size],
+                )
+            steps -= len(self)
+            k += 1
+
+    def _resident(self, indices: IndexBatches) -> Iterator[Batch]:
+        for _host_index, index in indices:
+            yield self.images.index_select(0, index), self.labels.index_select(0, index)
+
+    def _streamed(self, indices: IndexBatches) -> Iterator[Batch]:
+        """Gather on the host into two pinned buffers and copy on a side stream, one batch ahead
+        of the consumer, so the copy overlaps the consumer's work on the previous batch."""
+        copy_stream = torch.cuda.Stream(self.device)
+        buffers = staging_buffers(2, self.batch_size, self.images.shape[1:])
+        copied: list[torch.cuda.Event | None] = [None, None]  # last copy out of each buffer
+
+        def start(slot: int, host_index: torch.Tensor) -> tuple[torch.Tensor, torch.cuda.Event]:
+            if copied[slot] is not None:
+                copied[slot].synchronize()  # waits for a copy queued a batch ago, not the model
+            rows = gather_rows(self.images, host_index, buffers[slot])
+            with torch.cuda.stream(copy_stream):
+                on_device = rows.to(self.device, non_blocking=True)
+                copied[slot] = copy_stream.record_event()
+            return on_device, copied[slot]
+
+        def finish(images: torch.Tensor, done: torch.cuda.Event, index: torch.Tensor) -> Batch:
+            consumer = torch.cuda.current_stream(self.device)
+            consumer.wait_event(done)  # the GPU waits for the copy; the host does not
+            images.record_stream(consumer)  # memory made on copy_stream, used on the consumer's
+            return images, self.labels.index_select(0, index)
+
+        pending = None
+        for slot, (host_index, index) in enumerate(indices):
+            upcoming = (*start(slot % 2, host_index), index)
+            if pending is not None:
+                yield finish(*pending)
+            pending = upcoming
+        if pending is not None:
+            yield finish(*pending)

@@ -1,0 +1,164 @@
+"""The health report of a source: what is there, what was skipped and why, what repeats.
+
+Built from the scan (layout, labels) and the per-file checks (hash, decodability). It is
+shown by `cnnlab inspect`, written as JSON, and recorded by every experiment.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from cnnlab.errors import DataError
+
+
+@dataclass(frozen=True)
+class Sample:
+    """A scanned sample (file or array row) with the outcome of its check."""
+
+    path: str
+    label: str
+    split: str | None  # from the source's layout; None when unsplit
+    sha256: str
+    format: str
+    mode: str
+    width: int
+    height: int
+    reason: str | None  # why it is unusable; None when usable
+
+
+@dataclass
+class HealthReport:
+    source: str
+    classes: dict[str, int]  # usable images per class, all splits together
+    splits: dict[str, dict[str, int]]  # usable images per class within each layout split
+    skipped: list[dict[str, str]]  # {path, reason}
+    ignored: list[str]  # system and hidden entries, never samples
+    duplicates: list[dict[str, Any]]  # groups of identical files
+    sizes: dict[str, int]  # "WxH" -> count, most common first
+    modes: dict[str, int]
+    formats: dict[str, int]
+    imbalance_ratio: float  # largest class / smallest class
+    empty_classes: list[str]
+    unreadable: int  # samples whose content does not decode
+    total: int  # samples found (usable + unreadable)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def bad_fraction(self) -> float:
+        return self.unreadable / self.total if self.total else 0.0
+
+    @property
+    def leakage(self) -> list[dict[str, Any]]:
+        return [d for d in self.duplicates if d["across_splits"]]
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "bad_fraction": self.bad_fraction}
+
+    def raise_for_errors(self, max_bad_fraction: float) -> None:
+        """Refuse data that cannot give honest numbers; each message says what to do."""
+        if self.empty_classes:
+            raise DataError(
+                f"{self.source}: empty class(es) with no usable image: "
+                f"{', '.join(self.empty_classes)}; add images or remove the folder(s)"
+            )
+        if len(self.classes) < 2:
+            found = ", ".join(self.classes) or "none"
+            raise DataError(
+                f"{self.source}: found {len(self.classes)} class(es) ({found}); a classifier "
+                "needs at least 2: one sub-folder per class, or data.label_pattern/labels_csv"
+            )
+        if self.bad_fraction > max_bad_fraction:
+            raise DataError(
+                f"{self.source}: {self.unreadable:,} of {self.total:,} files cannot be used "
+                f"({self.bad_fraction:.1%} > data.max_bad_fraction {max_bad_fraction:g}), "
+                f"e.g. {self.skipped[0]['path']} ({self.skipped[0]['reason']}); fix or remove "
+                "them, or raise data.max_bad_fraction"
+            )
+
+
+def build_report(
+    source: str,
+    samples: list[Sample],
+    skipped: list[tuple[str, str]],
+    ignored: list[str],
+    empty_folders: list[str],
+) -> HealthReport:
+    usable = [s for s in samples if s.reason is None]
+    classes = dict(sorted(Counter(s.label for s in usable).items()))
+    splits: dict[str, Counter[str]] = defaultdict(Counter)
+    for s in usable:
+        splits[s.split or "all"][s.label] += 1
+    all_labels = {s.label for s in samples}
+    empty = sorted(empty_folders) + sorted(all_labels - set(classes))
+    counts = list(classes.values())
+    report = HealthReport(
+        source=source,
+        classes=classes,
+        splits={name: dict(sorted(splits[name].items())) for name in sorted(splits, key=_order)},
+        skipped=[{"path": p, "reason": r} for p, r in skipped]
+        + [{"path": s.path, "reason": s.reason} for s in samples if s.reason is not None],
+        ignored=ignored,
+        duplicates=_duplicates(usable),
+        sizes=dict(Counter(f"{s.width}x{s.height}" for s in usable).most_common()),
+        modes=dict(Counter(s.mode for s in usable).most_common()),
+        formats=dict(Counter(s.format for s in usable).most_common()),
+        imbalance_ratio=round(max(counts) / min(counts), 3) if counts else 0.0,
+        empty_classes=empty,
+        unreadable=len(samples) - len(usable),
+        total=len(samples),
+    )
+    report.warnings = _warnings(report)
+    return report
+
+
+def _order(split: str) -> int:
+    return ("train", "val", "test", "all").index(split)
+
+
+def _duplicates(usable: list[Sample]) -> list[dict[str, Any]]:
+    groups: dict[str, list[Sample]] = defaultdict(list)
+    for s in usable:
+        groups[s.sha256].append(s)
+    found = []
+    for digest, members in groups.items():
+        if len(members) < 2:
+            continue
+        split_names = sorted({m.split or "all" for m in members})
+        found.append(
+            {
+                "sha256": digest,
+                "paths": [m.path for m in members],
+                "labels": sorted({m.label for m in members}),
+                "splits": split_names,
+                "across_splits": len(split_names) > 1,
+                "conflicting_labels": len({m.label for m in members}) > 1,
+            }
+        )
+    return sorted(found, key=lambda d: d["paths"][0])
+
+
+def _warnings(report: HealthReport) -> list[str]:
+    notes = []
+    if report.leakage:
+        n = len(report.leakage)
+        notes.append(
+            f"{n} group(s) of identical files sit in different splits (leakage), e.g. "
+            f"{' = '.join(report.leakage[0]['paths'][:2])}; test scores will be optimistic"
+        )
+    conflicts = [d for d in report.duplicates if d["conflicting_labels"]]
+    if conflicts:
+        notes.append(
+            f"{len(conflicts)} group(s) of identical files carry different labels, e.g. "
+            f"{' / '.join(conflicts[0]['paths'][:2])}"
+        )
+    if report.imbalance_ratio > 1.5:
+        notes.append(
+            f"classes are imbalanced: the largest has {report.imbalance_ratio:g}x the smallest"
+        )
+    for name, counts in report.splits.items():
+        missing = sorted(set(report.classes) - set(counts))
+        if missing and name != "all":
+            notes.append(f"split {name} has no image of class(es) {', '.join(missing)}")
+    return notes

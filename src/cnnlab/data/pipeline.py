@@ -1,0 +1,184 @@
+"""From a data config to checked, split, decoded uint8 arrays: scan, check, split, cache."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cnnlab.atomic import atomic_path
+from cnnlab.config import DataConfig
+from cnnlab.data.arrays import is_array_source, read_array_source
+from cnnlab.data.cache import DecodeCache, default_cache_root, fingerprint
+from cnnlab.data.decode import DecodeOptions
+from cnnlab.data.health import HealthReport, Sample, build_report
+from cnnlab.data.ingest import FileCheck, check_arrays, check_entries
+from cnnlab.data.sources import scan_files
+from cnnlab.data.split import assign_splits, manifest_csv
+
+SPLIT_ORDER = ("train", "val", "test")
+
+
+@dataclass
+class Split:
+    """One split: the seam models, training and augmentation build on."""
+
+    name: str
+    images: np.ndarray  # uint8 (N, C, H, W); memory-mapped when over data.ram_budget_mb
+    labels: np.ndarray  # int64 (N,), indices into `classes`
+    paths: list[str]
+    classes: list[str]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass
+class Data:
+    splits: dict[str, Split]  # train always; val and test when present
+    classes: list[str]
+    health: HealthReport
+    manifest: str  # split manifest CSV: path,label,split,sha256
+    fingerprint: str  # of the files, the decode options and the split
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """(height, width, channels), Keras's order."""
+        _, channels, height, width = self.splits["train"].images.shape
+        return height, width, channels
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+@dataclass
+class Examined:
+    samples: list[Sample]
+    report: HealthReport
+    pixels: np.ndarray | None  # one row per sample (zeros where unusable)
+    files_key: str
+    cache_folder: Path | None = None  # None for array sources, which are not cached
+
+
+def decode_options(cfg: DataConfig) -> DecodeOptions:
+    return DecodeOptions(
+        color_mode=cfg.color_mode,
+        target_size=cfg.target_size,
+        resize=cfg.resize,
+        interpolation=cfg.interpolation,
+        background=cfg.background,
+        max_pixels=cfg.max_pixels,
+    )
+
+
+def examine(cfg: DataConfig, options: DecodeOptions | None) -> Examined:
+    """Scan and check the source (and decode it, with options), using the cache when valid."""
+    if is_array_source(cfg.source):
+        return _examine_arrays(cfg, options)
+    scan = scan_files(cfg.source, cfg.label_pattern, cfg.labels_csv)
+    files_key = fingerprint([(e.path, e.stamp) for e in scan.entries])
+    cache = DecodeCache(default_cache_root(cfg.cache_dir), files_key)
+    budget = cfg.ram_budget_mb * 2**20
+    checks = cache.load_checks()
+    pixels = cache.load_pixels(options, budget) if options else None
+    if checks is None or (options is not None and pixels is None):
+        writer = cache.writer(options, len(scan.entries)) if options else None
+        try:
+            checks = check_entries(scan.entries, options, writer)
+        except BaseException:
+            if writer:
+                writer.abort()
+            raise
+        cache.save_checks(checks)
+        if writer:
+            writer.commit()
+            pixels = cache.load_pixels(options, budget)
+    samples = [
+        _sample(e.path, e.label, e.split, c) for e, c in zip(scan.entries, checks, strict=True)
+    ]
+    report = build_report(cfg.source, samples, scan.skipped, scan.ignored, scan.empty_classes)
+    return Examined(samples, report, pixels, files_key, cache.folder)
+
+
+def _examine_arrays(cfg: DataConfig, options: DecodeOptions | None) -> Examined:
+    parts = read_array_source(cfg.source)
+    total = sum(len(p.labels) for p in parts)
+    rows: list[np.ndarray] = []
+    samples: list[Sample] = []
+    for part in parts:
+        sink = (lambda _, pixels: rows.append(pixels)) if options else None
+        for index, check in enumerate(check_arrays(part, options, sink)):
+            label = str(int(part.labels[index]))
+            samples.append(_sample(f"{part.name}#{index}", label, part.split, check))
+    pixels = np.stack(rows) if rows else None
+    report = build_report(cfg.source, samples, [], [], [])
+    key = fingerprint([(cfg.source, f"{total}:{s.sha256}") for s in samples[:1]])
+    return Examined(samples, report, pixels, key)
+
+
+def _sample(path: str, label: str, split: str | None, check: FileCheck) -> Sample:
+    return Sample(
+        path,
+        label,
+        split,
+        check.sha256,
+        check.format,
+        check.mode,
+        check.width,
+        check.height,
+        check.reason,
+    )
+
+
+def load_data(cfg: DataConfig, seed: int) -> Data:
+    """Checked, split, decoded data; raises DataError (naming files and keys) when unusable."""
+    options = decode_options(cfg)
+    found = examine(cfg, options)
+    found.report.raise_for_errors(cfg.max_bad_fraction)
+    usable = [i for i, s in enumerate(found.samples) if s.reason is None]
+    samples = [found.samples[i] for i in usable]
+    classes = sorted(found.report.classes, key=_natural)
+    index_of = {name: k for k, name in enumerate(classes)}
+    splits = assign_splits(samples, cfg.validation_split, cfg.test_split, seed)
+    manifest = manifest_csv(samples, splits)
+    result: dict[str, Split] = {}
+    for name in SPLIT_ORDER:
+        members = [k for k, split in enumerate(splits) if split == name]
+        if not members:
+            continue
+        rows = np.asarray([usable[k] for k in members])
+        result[name] = Split(
+            name=name,
+            images=_take(found, rows),
+            labels=np.asarray([index_of[samples[k].label] for k in members], dtype=np.int64),
+            paths=[samples[k].path for k in members],
+            classes=classes,
+        )
+    key = hashlib.sha256(f"{found.files_key}{options}{manifest}".encode()).hexdigest()[:24]
+    return Data(result, classes, found.report, manifest, key)
+
+
+def _take(found: Examined, rows: np.ndarray) -> np.ndarray:
+    """The split's rows; a memory-mapped cache gives a memory-mapped split, never a RAM copy."""
+    if not isinstance(found.pixels, np.memmap) or found.cache_folder is None:
+        return np.ascontiguousarray(found.pixels[rows])
+    key = hashlib.sha256(rows.tobytes()).hexdigest()[:16]
+    path = found.cache_folder / f"rows-{Path(found.pixels.filename).stem}-{key}.npy"
+    if not path.is_file():
+        with atomic_path(path) as temp:
+            out = np.lib.format.open_memmap(
+                temp, "w+", np.uint8, (len(rows), *found.pixels.shape[1:])
+            )
+            for start in range(0, len(rows), 1024):  # bounded memory per copy
+                out[start : start + 1024] = found.pixels[rows[start : start + 1024]]
+            out.flush()
+            del out
+    return np.load(path, mmap_mode="r", allow_pickle=False)
+
+
+def _natural(name: str) -> tuple:
+    """Class order: numerically for numbers ("2" before "10"), else alphabetically (Keras)."""
+    return (0, int(name), "") if name.isdigit() else (1, 0, name)

@@ -1,0 +1,13 @@
+"""User-facing errors: the CLI prints their message and exits 2, without a traceback."""
+
+
+class CnnlabError(Exception):
+    """A problem the user can fix (bad config, bad data); the message says how."""
+
+
+class ConfigError(CnnlabError):
+    """An invalid experiment file or override; the message names the dotted key."""
+
+
+class DataError(CnnlabError):
+    """Data that cannot be used as configured; the message names the file or class."""

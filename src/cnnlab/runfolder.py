@@ -1,0 +1,35 @@
+"""The run folder: one per experiment run, never overwriting an earlier one."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cnnlab.atomic import write_text
+from cnnlab.config import Experiment
+
+
+def new_run_folder(parent: Path, name: str) -> Path:
+    """`parent/name`, or `name-2`, `name-3`, ... when that exists: earlier results stay intact."""
+    parent.mkdir(parents=True, exist_ok=True)
+    for attempt in range(1, 10_000):
+        folder = parent / (name if attempt == 1 else f"{name}-{attempt}")
+        try:
+            folder.mkdir()
+            return folder
+        except FileExistsError:
+            continue
+    raise RuntimeError(f"{parent}: too many runs named {name}")
+
+
+def write_config(folder: Path, experiment: Experiment) -> None:
+    """The resolved experiment, every default filled in, loadable with `cnnlab run`."""
+    resolved = experiment.model_dump(mode="json")
+    write_text(folder / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
+
+
+def write_json(path: Path, payload: Any) -> None:
+    write_text(path, json.dumps(payload, indent=2) + "\n")
