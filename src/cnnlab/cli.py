@@ -17,8 +17,8 @@ app = typer.Typer(
     no_args_is_help=True,
     help="Image-classification experiments with convolutional networks.",
 )
-out = Console()
-err = Console(stderr=True)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 F = TypeVar("F", bound=Callable[..., object])
 
 
@@ -88,6 +88,22 @@ def prepare(
     write_text(folder / "split.csv", data.manifest)
     print_splits(out, data)
     out.print(f"Run folder: {folder}")
+
+
+@app.command()
+@user_errors
+def demo(
+    folder: Path = typer.Option(Path("cnnlab-demo"), help="Where the demo writes its files."),
+) -> None:
+    """Write scikit-learn's digits as PNG files, check them, split them and cache them."""
+    from cnnlab.demo import demo_config, write_digits_folder
+
+    images = write_digits_folder(folder)
+    config = folder / "digits.yaml"
+    config.write_text(demo_config(images), encoding="utf-8")
+    out.print(f"Wrote {images} (1,797 PNG files) and {config}")
+    inspect(str(images), None, None, folder / "health.json")
+    prepare(config, [], folder / "runs")
 
 
 def main() -> None:  # pragma: no cover - the console script

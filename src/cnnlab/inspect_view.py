@@ -52,9 +52,7 @@ def print_splits(console: Console, data: Data) -> None:
 
 def _class_table(report: HealthReport) -> Table:
     split_names = list(report.splits)
-    table = Table(
-        "class", *split_names, *(["total"] if len(split_names) > 1 else []), title=report.source
-    )
+    table = Table("class", *split_names, *(["total"] if len(split_names) > 1 else []))
     for name, total in report.classes.items():
         cells = [f"{report.splits[s].get(name, 0):,}" for s in split_names]
         table.add_row(name, *cells, *([f"{total:,}"] if len(split_names) > 1 else []))

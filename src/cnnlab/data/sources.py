@@ -95,11 +95,17 @@ def _level(files: Iterable[TreeFile], prefix: str) -> tuple[list[str], list[Tree
     dirs, loose = set(), []
     for f in files:
         rest = f.inner[len(prefix) :]
+        if not rest:  # the empty folder `prefix` itself
+            continue
         if "/" in rest:
             dirs.add(rest.split("/", 1)[0])
         else:
             loose.append(f)
     return sorted(dirs), loose
+
+
+def _data_files(files: Iterable[TreeFile]) -> list[TreeFile]:
+    return [f for f in files if not f.is_empty_folder]
 
 
 def _under(files: Iterable[TreeFile], prefix: str) -> tuple[TreeFile, ...]:
@@ -142,7 +148,7 @@ def _split_parts(tree, files, prefix, split_dirs, split_zips, scan) -> list[Part
         split = SPLIT_NAMES[PurePosixPath(archive.inner).stem.lower()]
         parts += _find_parts(zip_tree, zip_files, "", split, scan)
     used = {prefix + d + "/" for d in split_dirs} | {z.inner for z in split_zips}
-    for f in _under(files, prefix):
+    for f in _data_files(_under(files, prefix)):
         if f.inner not in used and not any(f.inner.startswith(u) for u in used if u.endswith("/")):
             scan.skipped.append((tree.display(f.inner), "outside the train/val/test parts"))
     seen = {p.split for p in parts}
@@ -160,7 +166,7 @@ def _label_by_folder(part: Part, scan: Scan) -> None:
         scan.skipped.append((part.tree.display(f.inner), "not inside a class folder"))
     for label in dirs:
         inside = part.prefix + label + "/"
-        members = [f for f in part.files if f.inner.startswith(inside)]
+        members = [f for f in part.files if f.inner.startswith(inside) and not f.is_empty_folder]
         for f in members:
             scan.entries.append(Entry(part.tree, f.inner, f.stamp, label, part.split))
         if not members:
@@ -168,7 +174,7 @@ def _label_by_folder(part: Part, scan: Scan) -> None:
 
 
 def _label_by_pattern(part: Part, pattern: re.Pattern[str], scan: Scan) -> None:
-    for f in part.files:
+    for f in _data_files(part.files):
         match = pattern.search(PurePosixPath(f.inner).name)
         if match is None:
             reason = f"file name does not match label_pattern {pattern.pattern!r}"
@@ -204,7 +210,7 @@ def _read_labels_csv(path: str) -> dict[str, tuple[str, str | None]]:
 
 def _label_by_csv(part: Part, labels: dict[str, tuple[str, str | None]], scan: Scan) -> set[str]:
     found = set()
-    for f in part.files:
+    for f in _data_files(part.files):
         key = next((k for k in (f.inner, part.tree.display(f.inner)) if k in labels), None)
         if key is None:
             scan.skipped.append((part.tree.display(f.inner), "not listed in labels_csv"))

@@ -45,11 +45,15 @@ def assign_splits(
             carve[name] = default if fraction is None else fraction
     pool = [i for i, s in enumerate(splits) if s == "train"]
     rng = np.random.default_rng(seed)
-    for name, fraction in carve.items():  # test first: val is then a share of what is left
+    # Both fractions are of the whole pool (S1's 4/6, 1/6, 1/6): once test is carved,
+    # val's share of what is left is val / (1 - test).
+    left = 1.0
+    for name, fraction in carve.items():  # test first
         if fraction > 0:
-            for i in _carve(samples, pool, fraction, rng):
+            for i in _carve(samples, pool, fraction / left, rng):
                 splits[i] = name
             pool = [i for i in pool if splits[i] == "train"]
+            left -= fraction
     return splits
 
 

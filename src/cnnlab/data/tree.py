@@ -22,8 +22,13 @@ def is_system_entry(name: str) -> bool:
 
 @dataclass(frozen=True)
 class TreeFile:
-    inner: str  # path inside the tree, POSIX
+    inner: str  # path inside the tree, POSIX; ends with "/" for an empty folder
     stamp: str  # changes whenever the file's bytes can have changed
+
+    @property
+    def is_empty_folder(self) -> bool:
+        """Kept so that an empty class folder is reported, not silently absent."""
+        return self.inner.endswith("/")
 
 
 @dataclass(frozen=True)
@@ -66,26 +71,34 @@ def _dir_files(root: str) -> tuple[list[TreeFile], list[str]]:
             if is_system_entry(name):
                 ignored.append(prefix + name + "/")
         dirs[:] = sorted(d for d in dirs if not is_system_entry(d))
-        for name in sorted(names):
-            if is_system_entry(name):
-                ignored.append(prefix + name)
-                continue
+        data_names = [name for name in sorted(names) if not is_system_entry(name)]
+        ignored += [prefix + name for name in sorted(names) if is_system_entry(name)]
+        for name in data_names:
             info = os.stat(os.path.join(folder, name))
             files.append(TreeFile(prefix + name, f"{info.st_size}:{info.st_mtime_ns}"))
+        if prefix and not dirs and not data_names:
+            files.append(TreeFile(prefix, "empty"))
     return files, ignored
 
 
 def _zip_files(location: str) -> tuple[list[TreeFile], list[str]]:
-    files, ignored = [], set()
+    files, ignored, folders = [], set(), set()
     archive = os.stat(location)
     for info in _open_zip(location).infolist():
         parts = info.filename.rstrip("/").split("/")
         hidden = next((i for i, part in enumerate(parts) if is_system_entry(part)), None)
         if hidden is not None:
             ignored.add("/".join(parts[: hidden + 1]) + ("/" if hidden < len(parts) - 1 else ""))
-        elif not info.is_dir():
+        elif info.is_dir():
+            folders.add(info.filename)
+        else:
             stamp = f"{archive.st_size}:{archive.st_mtime_ns}:{info.CRC}:{info.file_size}"
             files.append(TreeFile(info.filename, stamp))
+    for folder in folders:
+        if not any(f.inner.startswith(folder) for f in files) and not any(
+            other != folder and other.startswith(folder) for other in folders
+        ):
+            files.append(TreeFile(folder, "empty"))
     return sorted(files, key=lambda f: f.inner), sorted(ignored)
 
 

@@ -1,0 +1,144 @@
+"""The `cnnlab` command as a user runs it: real processes, exit codes, files written."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+
+
+def cnnlab(*args: str, cwd: Path, cache: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "CNNLAB_CACHE": str(cache)}
+    return subprocess.run(
+        [sys.executable, "-m", "cnnlab", *args], cwd=cwd, env=env, capture_output=True, text=True
+    )
+
+
+def shared_dataset(name: str) -> Path:
+    path = SHARED / name
+    if not path.is_dir():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{path} is missing; CI must have ../shared/datasets beside the repo")
+        pytest.skip(f"{path} not present (it sits beside the repository in the project's CI)")
+    return path
+
+
+@pytest.fixture
+def small_folder(tmp_path: Path) -> Path:
+    root = tmp_path / "shapes"
+    for label, colour in (("red", (255, 0, 0)), ("blue", (0, 0, 255))):
+        (root / label).mkdir(parents=True)
+        for k in range(6):
+            Image.new("RGB", (20 + k, 16), colour).save(root / label / f"{k}.png")
+    (root / "blue" / "broken.jpg").write_text("not an image")
+    (root / ".DS_Store").write_bytes(b"\0\1")
+    return root
+
+
+def test_inspect_prints_classes_and_names_skipped_files(tmp_path, small_folder):
+    report_path = tmp_path / "report.json"
+    result = cnnlab(
+        "inspect", str(small_folder), "--json", str(report_path), cwd=tmp_path, cache=tmp_path / "c"
+    )
+    assert result.returncode == 0, result.stderr
+    assert "blue" in result.stdout and "red" in result.stdout
+    assert "broken.jpg: not an image" in result.stdout
+    report = json.loads(report_path.read_text())
+    assert report["classes"] == {"blue": 6, "red": 6}
+    assert report["skipped"] == [
+        {"path": f"{small_folder}/blue/broken.jpg", "reason": "not an image"}
+    ]
+    assert report["sizes"]["20x16"] == 2
+    assert any(".DS_Store" in entry for entry in report["ignored"])
+
+
+def test_inspect_of_an_empty_class_exits_2_naming_it_without_traceback(tmp_path, small_folder):
+    (small_folder / "green").mkdir()
+    result = cnnlab("inspect", str(small_folder), cwd=tmp_path, cache=tmp_path / "c")
+    assert result.returncode == 2
+    assert "green" in result.stderr and "empty class" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_prepare_with_a_config_error_exits_2_without_traceback(tmp_path):
+    config = tmp_path / "bad.yaml"
+    config.write_text("data: {source: digits}\ntrain: {optimizer: {lr: fast}}\n")
+    result = cnnlab("prepare", str(config), cwd=tmp_path, cache=tmp_path / "c")
+    assert result.returncode == 2
+    assert "train.optimizer.lr: expected a number, got 'fast'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_prepare_with_a_missing_source_exits_2_naming_it(tmp_path):
+    config = tmp_path / "missing.yaml"
+    config.write_text("data: {source: no/such/folder}\n")
+    result = cnnlab("prepare", str(config), cwd=tmp_path, cache=tmp_path / "c")
+    assert result.returncode == 2
+    assert "data.source: no/such/folder: no such folder or file" in result.stderr
+
+
+def test_prepare_writes_the_data_part_of_a_new_run_folder_each_time(tmp_path, small_folder):
+    config = tmp_path / "shapes.yaml"
+    config.write_text(
+        f"data: {{source: {small_folder}, target_size: [8, 8], max_bad_fraction: 0.1}}\n"
+    )
+    first = cnnlab(
+        "prepare",
+        str(config),
+        "--set",
+        "data.validation_split=0.5",
+        cwd=tmp_path,
+        cache=tmp_path / "c",
+    )
+    assert first.returncode == 0, first.stderr
+    run = tmp_path / "runs" / "shapes"
+    assert (run / "config.yaml").is_file() and (run / "health.json").is_file()
+    lines = (run / "split.csv").read_text().splitlines()
+    assert lines[0] == "path,label,split,sha256"
+    assert sum(line.split(",")[2] == "val" for line in lines[1:]) == 6
+    second = cnnlab("prepare", str(config), cwd=tmp_path, cache=tmp_path / "c")
+    assert second.returncode == 0, second.stderr
+    assert (tmp_path / "runs" / "shapes-2" / "split.csv").is_file()
+    assert (run / "split.csv").read_text().splitlines() == lines  # the first run is untouched
+
+
+def test_inspect_fingers_by_file_name_gives_six_classes_of_100(tmp_path):
+    source = shared_dataset("fingers") / "train.zip"
+    result = cnnlab(
+        "inspect",
+        str(source),
+        "--label-pattern",
+        r"_(\d)[LR]\.png$",
+        "--json",
+        str(tmp_path / "f.json"),
+        cwd=tmp_path,
+        cache=tmp_path / "c",
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "f.json").read_text())
+    assert report["classes"] == {str(k): 100 for k in range(6)}
+
+
+def test_inspect_blood_cells_train_zip_gives_four_classes_of_150(tmp_path):
+    source = shared_dataset("blood_cells") / "train.zip"
+    result = cnnlab(
+        "inspect",
+        str(source),
+        "--json",
+        str(tmp_path / "b.json"),
+        cwd=tmp_path,
+        cache=tmp_path / "c",
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "b.json").read_text())
+    assert report["classes"] == {
+        "EOSINOPHIL": 150,
+        "LYMPHOCYTE": 150,
+        "MONOCYTE": 150,
+        "NEUTROPHIL": 150,
+    }

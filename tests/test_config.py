@@ -1,0 +1,132 @@
+"""The experiment file: typed, frozen, and every mistake named by its dotted key."""
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from cnnlab.config_io import load_experiment
+from cnnlab.errors import ConfigError
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "experiment.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def problem(path: Path, overrides: tuple[str, ...] = ()) -> str:
+    with pytest.raises(ConfigError) as caught:
+        load_experiment(path, overrides)
+    return str(caught.value)
+
+
+def test_minimal_file_gets_documented_defaults(tmp_path):
+    experiment = load_experiment(write(tmp_path, "data: {source: digits}\n"))
+    assert experiment.train.batch_size == 32
+    assert experiment.data.color_mode == "rgb"
+    assert experiment.data.resize == "stretch"
+
+
+def test_unknown_key_names_its_path_and_suggests_the_right_one(tmp_path):
+    message = problem(write(tmp_path, "data: {source: x}\ntrain: {optimiser: {name: adam}}\n"))
+    assert "train.optimiser: unknown key; did you mean 'optimizer'?" in message
+
+
+def test_unknown_top_level_section_is_refused(tmp_path):
+    message = problem(write(tmp_path, "data: {source: x}\naugmentation: {}\n"))
+    assert "augmentation: unknown key; did you mean 'augment'?" in message
+
+
+def test_wrong_value_names_dotted_path_and_what_was_expected(tmp_path):
+    message = problem(write(tmp_path, "data: {source: x}\ntrain: {optimizer: {lr: fast}}\n"))
+    assert "train.optimizer.lr: expected a number, got 'fast'" in message
+
+
+def test_misspelt_choice_gets_a_suggestion_and_the_choices(tmp_path):
+    message = problem(write(tmp_path, "data: {source: x}\ntrain: {optimizer: {name: adamw2}}\n"))
+    assert "train.optimizer.name: 'adamw2' is not allowed; did you mean 'adamw'?" in message
+    assert "sgd, rmsprop, adam, adamw" in message
+
+
+def test_all_errors_are_reported_at_once(tmp_path):
+    text = "data: {source: x, color_mode: grey}\ntrain: {epochs: -1, batch_size: abc}\n"
+    message = problem(write(tmp_path, text))
+    assert "data.color_mode" in message
+    assert "train.epochs" in message
+    assert "train.batch_size: expected a whole number, got 'abc'" in message
+
+
+def test_missing_source_says_how_to_add_it(tmp_path):
+    message = problem(write(tmp_path, "train: {epochs: 3}\n"))
+    assert "data: required" in message
+
+
+def test_set_overrides_nested_keys_with_yaml_values(tmp_path):
+    path = write(tmp_path, "data: {source: x}\n")
+    experiment = load_experiment(
+        path,
+        ["train.optimizer.lr=0.01", "data.target_size=[64, 48]", "augment.horizontal_flip=true"],
+    )
+    assert experiment.train.optimizer.lr == 0.01
+    assert experiment.data.target_size == (64, 48)
+    assert experiment.augment.horizontal_flip is True
+
+
+def test_set_with_a_bad_value_names_the_key(tmp_path):
+    message = problem(write(tmp_path, "data: {source: x}\n"), ("train.epochs=many",))
+    assert "train.epochs: expected a whole number, got 'many'" in message
+
+
+def test_set_without_equals_sign_explains_the_syntax(tmp_path):
+    message = problem(write(tmp_path, "data: {source: x}\n"), ("train.epochs",))
+    assert "expected KEY=VALUE" in message
+
+
+def test_set_through_a_value_is_refused(tmp_path):
+    message = problem(write(tmp_path, "data: {source: x}\n"), ("data.source.name=y",))
+    assert "data.source is a value" in message
+
+
+def test_fractions_such_as_one_sixth_are_accepted(tmp_path):
+    text = "data: {source: x, validation_split: 1/6, test_split: 1/6}\naugment: {rescale: 1/255}\n"
+    experiment = load_experiment(write(tmp_path, text))
+    assert experiment.data.validation_split == pytest.approx(1 / 6)
+    assert experiment.augment.rescale == pytest.approx(1 / 255)
+
+
+def test_splits_that_leave_no_training_data_are_refused(tmp_path):
+    message = problem(
+        write(tmp_path, "data: {source: x, validation_split: 0.5, test_split: 0.5}\n")
+    )
+    assert "leaves nothing to train on" in message
+
+
+def test_bad_label_pattern_is_reported_as_a_regex_error(tmp_path):
+    message = problem(write(tmp_path, "data: {source: x, label_pattern: '(('}\n"))
+    assert "data.label_pattern: not a valid regular expression" in message
+
+
+def test_config_is_frozen(tmp_path):
+    experiment = load_experiment(write(tmp_path, "data: {source: x}\n"))
+    with pytest.raises(ValidationError):
+        experiment.train.epochs = 3
+
+
+def test_yaml_python_tags_are_never_executed(tmp_path):
+    marker = tmp_path / "pwned"
+    text = f"data: !!python/object/apply:os.system ['touch {marker}']\n"
+    message = problem(write(tmp_path, text))
+    assert "not valid YAML" in message
+    assert not marker.exists()
+
+
+def test_yaml_syntax_error_points_at_line_and_column(tmp_path):
+    message = problem(write(tmp_path, "data:\n  source: [unclosed\n"))
+    assert "experiment.yaml:" in message
+    assert "not valid YAML" in message
+
+
+def test_missing_file_is_named(tmp_path):
+    message = problem(tmp_path / "nope.yaml")
+    assert "nope.yaml: no such experiment file" in message
