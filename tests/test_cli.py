@@ -9,23 +9,12 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
-
 
 def cnnlab(*args: str, cwd: Path, cache: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "CNNLAB_CACHE": str(cache)}
     return subprocess.run(
         [sys.executable, "-m", "cnnlab", *args], cwd=cwd, env=env, capture_output=True, text=True
     )
-
-
-def shared_dataset(name: str) -> Path:
-    path = SHARED / name
-    if not path.is_dir():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{path} is missing; CI must have ../shared/datasets beside the repo")
-        pytest.skip(f"{path} not present (it sits beside the repository in the project's CI)")
-    return path
 
 
 @pytest.fixture
@@ -107,8 +96,8 @@ def test_prepare_writes_the_data_part_of_a_new_run_folder_each_time(tmp_path, sm
     assert (run / "split.csv").read_text().splitlines() == lines  # the first run is untouched
 
 
-def test_inspect_fingers_by_file_name_gives_six_classes_of_100(tmp_path):
-    source = shared_dataset("fingers") / "train.zip"
+def test_inspect_fingers_by_file_name_gives_six_classes_of_100(tmp_path, datasets):
+    source = datasets / "fingers" / "train.zip"
     result = cnnlab(
         "inspect",
         str(source),
@@ -124,8 +113,8 @@ def test_inspect_fingers_by_file_name_gives_six_classes_of_100(tmp_path):
     assert report["classes"] == {str(k): 100 for k in range(6)}
 
 
-def test_inspect_blood_cells_train_zip_gives_four_classes_of_150(tmp_path):
-    source = shared_dataset("blood_cells") / "train.zip"
+def test_inspect_blood_cells_train_zip_gives_four_classes_of_150(tmp_path, datasets):
+    source = datasets / "blood_cells" / "train.zip"
     result = cnnlab(
         "inspect",
         str(source),
@@ -142,3 +131,46 @@ def test_inspect_blood_cells_train_zip_gives_four_classes_of_150(tmp_path):
         "MONOCYTE": 150,
         "NEUTROPHIL": 150,
     }
+
+
+def test_summary_of_ivannet_ends_with_keras_parameter_lines(tmp_path):
+    result = cnnlab(
+        "summary",
+        "ivannet",
+        "--input-shape",
+        "128,128,1",
+        "--num-classes",
+        "6",
+        cwd=tmp_path,
+        cache=tmp_path / "c",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Total params: 6,167,166" in result.stdout
+    assert "Trainable params: 6,167,166" in result.stdout
+    assert "Non-trainable params: 0" in result.stdout
+
+
+def test_summary_of_an_unknown_model_suggests_the_name_and_exits_2(tmp_path):
+    result = cnnlab(
+        "summary",
+        "carlosnett",
+        "--input-shape",
+        "128,128,1",
+        "--num-classes",
+        "6",
+        cwd=tmp_path,
+        cache=tmp_path / "c",
+    )
+    assert result.returncode == 2
+    assert "did you mean 'carlosnet'?" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_summary_of_an_experiment_file_takes_the_input_from_its_data(tmp_path):
+    config = tmp_path / "s3.yaml"
+    config.write_text("data: {source: digits, target_size: [32, 32]}\nmodel: {name: basenet}\n")
+    result = cnnlab(
+        "summary", str(config), "--num-classes", "25", cwd=tmp_path, cache=tmp_path / "c"
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Total params: 24,197" in result.stdout

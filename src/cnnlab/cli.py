@@ -92,6 +92,45 @@ def prepare(
 
 @app.command()
 @user_errors
+def summary(
+    model: str = typer.Argument(..., help="A registered model name, or an experiment YAML file."),
+    input_shape: str | None = typer.Option(None, help="H,W,C, e.g. 128,128,1 (Keras order)."),
+    num_classes: int | None = typer.Option(None, help="Classes of the data the head is built for."),
+    set_: list[str] = typer.Option([], "--set", help="Override a key of the experiment file."),
+) -> None:
+    """Keras-style table of a model: layers, output shapes, parameter counts."""
+    from cnnlab.errors import ConfigError
+    from cnnlab.models import build_model, format_summary
+
+    spec: str | list = model
+    shape = _parse_shape(input_shape) if input_shape else None
+    if model.endswith((".yaml", ".yml")):
+        from cnnlab.config_io import load_experiment
+
+        experiment = load_experiment(Path(model), set_)
+        if experiment.model is None:
+            raise ConfigError(f"{model}: model: required to summarise it")
+        spec = experiment.model.name or experiment.model.layers
+        data = experiment.data
+        if shape is None and data.target_size is not None:
+            shape = (*data.target_size, 1 if data.color_mode == "grayscale" else 3)
+    if shape is None or num_classes is None:
+        raise ConfigError("summary: pass --input-shape H,W,C and --num-classes K")
+    out.print(format_summary(build_model(spec, shape, num_classes), shape), highlight=False)
+
+
+def _parse_shape(text: str) -> tuple[int, int, int]:
+    from cnnlab.errors import ConfigError
+
+    try:
+        height, width, channels = (int(part) for part in text.split(","))
+    except ValueError:
+        raise ConfigError(f"--input-shape {text!r}: expected H,W,C, e.g. 150,150,3") from None
+    return height, width, channels
+
+
+@app.command()
+@user_errors
 def demo(
     folder: Path = typer.Option(Path("cnnlab-demo"), help="Where the demo writes its files."),
 ) -> None:

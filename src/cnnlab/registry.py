@@ -38,11 +38,15 @@ class Registry(Generic[T]):
 
     def get(self, name: str) -> T:
         """The entry called `name`; the reports write `CarlosNet`, so case is forgiven."""
+        return self._entries[self.resolve(name)]
+
+    def resolve(self, name: str) -> str:
+        """The registered spelling of `name` (`CarlosNet` -> `carlosnet`), or ConfigError."""
         if name in self._entries:
-            return self._entries[name]
+            return name
         folded = [known for known in self._entries if known.casefold() == str(name).casefold()]
         if len(folded) == 1:
-            return self._entries[folded[0]]
+            return folded[0]
         raise ConfigError(self._unknown_message(name))
 
     def names(self) -> list[str]:

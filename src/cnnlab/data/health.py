@@ -70,10 +70,12 @@ class HealthReport:
                 "needs at least 2: one sub-folder per class, or data.label_pattern/labels_csv"
             )
         if self.bad_fraction > max_bad_fraction:
+            # build_report lists unreadable samples after the files the scan skipped.
+            example = self.skipped[len(self.skipped) - self.unreadable]
             raise DataError(
                 f"{self.source}: {self.unreadable:,} of {self.total:,} files cannot be used "
                 f"({self.bad_fraction:.1%} > data.max_bad_fraction {max_bad_fraction:g}), "
-                f"e.g. {self.skipped[0]['path']} ({self.skipped[0]['reason']}); fix or remove "
+                f"e.g. {example['path']} ({example['reason']}); fix or remove "
                 "them, or raise data.max_bad_fraction"
             )
 

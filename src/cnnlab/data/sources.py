@@ -187,11 +187,15 @@ def _label_by_pattern(part: Part, pattern: re.Pattern[str], scan: Scan) -> None:
 
 def _read_labels_csv(path: str) -> dict[str, tuple[str, str | None]]:
     try:
-        with open(path, newline="", encoding="utf-8") as handle:
-            rows = list(csv.DictReader(handle))
-            columns = set(rows[0]) if rows else set()
+        # utf-8-sig: spreadsheet programs start a "CSV UTF-8" file with a byte-order mark.
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            rows = list(reader)
+            columns = set(reader.fieldnames or ())
     except OSError as err:
         raise DataError(f"data.labels_csv: cannot read {path} ({err.strerror})") from None
+    except UnicodeDecodeError:
+        raise DataError(f"data.labels_csv: {path} is not UTF-8 text; save it as UTF-8") from None
     if not {"path", "label"} <= columns:
         raise DataError(
             f"data.labels_csv: {path} needs a header with columns path,label (optional split); "

@@ -88,7 +88,9 @@ def _zip_files(location: str) -> tuple[list[TreeFile], list[str]]:
         parts = info.filename.rstrip("/").split("/")
         hidden = next((i for i, part in enumerate(parts) if is_system_entry(part)), None)
         if hidden is not None:
-            ignored.add("/".join(parts[: hidden + 1]) + ("/" if hidden < len(parts) - 1 else ""))
+            # A folder is named once, with its "/", whether the zip has an entry for it or not.
+            is_folder = hidden < len(parts) - 1 or info.is_dir()
+            ignored.add("/".join(parts[: hidden + 1]) + ("/" if is_folder else ""))
         elif info.is_dir():
             folders.add(info.filename)
         else:

@@ -1,0 +1,129 @@
+"""Keras's model.summary() for any module: layer, output shape (channels-last), parameters.
+
+Counts follow Keras: BatchNormalization's moving mean and variance are non-trainable
+parameters (PyTorch keeps them as buffers), and so are frozen weights. Output shapes come from
+one forward pass of a single zero image, so the table also works for modules built elsewhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+# Buffers Keras counts as (non-trainable) weights; num_batches_tracked has no Keras twin.
+KERAS_WEIGHT_BUFFERS = ("running_mean", "running_var")
+
+
+@dataclass(frozen=True)
+class SummaryRow:
+    name: str  # conv2d_1
+    kind: str  # Conv2D
+    output_shape: tuple[int | None, ...] | None  # (None, 126, 126, 4); None if not run
+    trainable: int
+    non_trainable: int
+
+    @property
+    def params(self) -> int:
+        return self.trainable + self.non_trainable
+
+
+def count_params(module: nn.Module) -> tuple[int, int]:
+    """(trainable, non-trainable) as Keras counts them."""
+    trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
+    frozen = sum(p.numel() for p in module.parameters() if not p.requires_grad)
+    stats = sum(
+        b.numel()
+        for name, b in module.named_buffers()
+        if name.rsplit(".", 1)[-1] in KERAS_WEIGHT_BUFFERS
+    )
+    return trainable, frozen + stats
+
+
+def summary_rows(model: nn.Module, input_shape: Sequence[int]) -> list[SummaryRow]:
+    """One row per top-level layer, with its output for one image of `input_shape` (H, W, C)."""
+    shapes = _output_shapes(model, tuple(input_shape))
+    rows = []
+    for name, child in model.named_children():
+        trainable, non_trainable = count_params(child)
+        rows.append(
+            SummaryRow(name, type(child).__name__, shapes.get(name), trainable, non_trainable)
+        )
+    return rows
+
+
+def format_summary(model: nn.Module, input_shape: Sequence[int]) -> str:
+    """The Keras-style table as plain text, ending with Keras's three totals lines."""
+    rows = summary_rows(model, input_shape)
+    cells = [("Layer (type)", "Output Shape", "Param #")] + [
+        (f"{r.name} ({r.kind})", _shape_text(r.output_shape), f"{r.params:,}") for r in rows
+    ]
+    widths = [max(len(row[i]) for row in cells) + 4 for i in range(3)]
+    rule = sum(widths) + 1
+
+    def line(row: tuple[str, str, str]) -> str:
+        return (" " + "".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))).rstrip()
+
+    trainable, non_trainable = count_params(model)
+    name = getattr(model, "model_name", type(model).__name__.lower())
+    return "\n".join(
+        [
+            f'Model: "{name}"',
+            "_" * rule,
+            line(cells[0]),
+            "=" * rule,
+            *(line(row) for row in cells[1:]),
+            "=" * rule,
+            f"Total params: {trainable + non_trainable:,}",
+            f"Trainable params: {trainable:,}",
+            f"Non-trainable params: {non_trainable:,}",
+            "_" * rule,
+        ]
+    )
+
+
+def _shape_text(shape: tuple[int | None, ...] | None) -> str:
+    if shape is None:
+        return "?"  # a layer forward() did not call, or one that returns a non-tensor
+    return "(" + ", ".join("None" if s is None else str(s) for s in shape) + ")"
+
+
+def _output_shapes(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, tuple]:
+    """Each child's output for one zero image, Keras order with the batch axis as None."""
+    first = next(model.parameters(), None)
+    device = first.device if first is not None else torch.device("cpu")
+    dtype = first.dtype if first is not None and first.is_floating_point() else torch.float32
+    # (H, W, C) -> (1, C, H, W); a flat (features,) input stays (1, features).
+    size = (1, input_shape[-1], *input_shape[:-1]) if len(input_shape) == 3 else (1, *input_shape)
+    shapes: dict[str, tuple] = {}
+
+    def record(name: str) -> Callable[[nn.Module, object, object], None]:
+        def hook(_module: nn.Module, _inputs: object, output: object) -> None:
+            if isinstance(output, torch.Tensor):
+                shapes[name] = _keras_order(output.shape)
+
+        return hook
+
+    hooks = [child.register_forward_hook(record(name)) for name, child in model.named_children()]
+    # eval(): one image cannot be batch-normalised; restore each module's own mode afterwards,
+    # since a frozen backbone may keep some BatchNorm layers in eval on purpose.
+    modes = {module: module.training for module in model.modules()}
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(size, device=device, dtype=dtype))
+    finally:
+        for hook in hooks:
+            hook.remove()
+        for module, training in modes.items():
+            module.training = training
+    return shapes
+
+
+def _keras_order(shape: torch.Size) -> tuple[int | None, ...]:
+    dims = tuple(shape[1:])
+    if len(dims) == 3:  # C, H, W -> H, W, C
+        dims = (dims[1], dims[2], dims[0])
+    return (None, *dims)

@@ -1,0 +1,164 @@
+"""The architectures of the seed reports, by name, as the layer lists a user could write.
+
+Each entry is `(input_shape, num_classes) -> layer list`; the head follows the data's class
+count. With the reports' inputs the trainable parameter counts are the reports' own:
+
+| name         | report | input (H, W, C) | classes | params    |
+|--------------|--------|-----------------|---------|-----------|
+| basenet      | S3     | 32x32x3         | 25      | 24,197    |
+| carlosnet    | S1     | 128x128x1       | 6       | 8,006     |
+| ivannet      | S1     | 128x128x1       | 6       | 6,167,166 |
+| s2_cnn       | S2     | 150x150x3       | 4       | 606,596   |
+| catsdogs_cnn | S4     | 150x150x3       | 2       | 4,828,481 |
+
+Convolutions are Keras's default "valid" and pools 2x2 unless the report says otherwise; hidden
+layers use ReLU, as all five reports do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from cnnlab.errors import ConfigError
+from cnnlab.models.build import KerasModel, build_layers
+from cnnlab.registry import Registry
+
+LayerList = list[dict[str, Any]]
+Architecture = Callable[[tuple[int, ...], int], LayerList]
+
+MODELS: Registry[Architecture] = Registry("model")
+
+
+def build_model(
+    spec: str | Sequence[Any], input_shape: Sequence[int], num_classes: int | None
+) -> KerasModel:
+    """The model for a registered name (`"carlosnet"`) or a Keras-style layer list.
+
+    `input_shape` is (height, width, channels) from the data; the model takes N, C, H, W
+    tensors and outputs logits (see `KerasModel.head_activation`).
+    """
+    if isinstance(spec, str):
+        name = MODELS.resolve(spec)
+        if num_classes is None or num_classes < 2:
+            raise ConfigError(f"model {name}: needs at least 2 classes, the data has {num_classes}")
+        layers = MODELS.get(name)(tuple(input_shape), num_classes)
+        return build_layers(
+            layers, input_shape, num_classes=num_classes, where=f"model {name}: layers", name=name
+        )
+    return build_layers(spec, input_shape, num_classes=num_classes)
+
+
+# --- the words of the reports, as layer-list entries ------------------------------------------
+
+
+def conv(filters: int, kernel_size: int, activation: str | None = "relu") -> dict[str, Any]:
+    return {"Conv2D": {"filters": filters, "kernel_size": kernel_size, "activation": activation}}
+
+
+def pool(pool_size: int = 2) -> dict[str, Any]:
+    return {"MaxPooling2D": {"pool_size": pool_size}}
+
+
+def dense(units: int, activation: str | None = "relu") -> dict[str, Any]:
+    return {"Dense": {"units": units, "activation": activation}}
+
+
+def dropout(rate: float) -> dict[str, Any]:
+    return {"Dropout": {"rate": rate}}
+
+
+FLATTEN: dict[str, Any] = {"Flatten": {}}
+
+
+def softmax_head(num_classes: int) -> dict[str, Any]:
+    return dense(num_classes, "softmax")
+
+
+def binary_or_softmax_head(num_classes: int) -> dict[str, Any]:
+    """One sigmoid unit for two classes (as S4), else softmax over the classes."""
+    return dense(1, "sigmoid") if num_classes == 2 else softmax_head(num_classes)
+
+
+# --- the architectures ----------------------------------------------------------------------
+
+
+@MODELS.register("basenet")
+def basenet(input_shape: tuple[int, ...], num_classes: int) -> LayerList:
+    """S3's CIFAR-100 baseline (LeNet-like): 24,197 parameters at 32x32x3, 25 classes."""
+    return [conv(6, 5), pool(), conv(16, 5), pool(), FLATTEN, dense(50), softmax_head(num_classes)]
+
+
+@MODELS.register("carlosnet")
+def carlosnet(input_shape: tuple[int, ...], num_classes: int) -> LayerList:
+    """S1's small finger counter: 3x3 pools shrink fast, 8,006 parameters at 128x128x1."""
+    return [
+        conv(4, 3),
+        pool(3),
+        conv(8, 5),
+        pool(3),
+        conv(16, 7),
+        pool(2),
+        FLATTEN,
+        softmax_head(num_classes),
+    ]
+
+
+@MODELS.register("ivannet")
+def ivannet(input_shape: tuple[int, ...], num_classes: int) -> LayerList:
+    """S1's VGG-like finger counter: 6,167,166 parameters at 128x128x1, 6 classes."""
+    return [
+        conv(20, 5),
+        conv(20, 5),
+        pool(),
+        conv(40, 3),
+        conv(40, 3),
+        pool(),
+        conv(80, 3),
+        conv(80, 3),
+        conv(80, 3),
+        pool(),
+        FLATTEN,
+        dense(600),
+        dense(300),
+        softmax_head(num_classes),
+    ]
+
+
+@MODELS.register("s2_cnn")
+def s2_cnn(input_shape: tuple[int, ...], num_classes: int) -> LayerList:
+    """S2's first blood-cell model: five conv/pool stages, Dropout 0.5 before the Dense head."""
+    return [
+        conv(32, 3),
+        pool(),
+        conv(64, 3),
+        pool(),
+        conv(64, 3),
+        pool(),
+        conv(128, 3),
+        pool(),
+        conv(128, 3),
+        pool(),
+        FLATTEN,
+        dropout(0.5),
+        dense(512),
+        dense(128),
+        softmax_head(num_classes),
+    ]
+
+
+@MODELS.register("catsdogs_cnn")
+def catsdogs_cnn(input_shape: tuple[int, ...], num_classes: int) -> LayerList:
+    """S4's cats-vs-dogs model: 4,828,481 parameters at 150x150x3, one sigmoid unit."""
+    return [
+        conv(32, 3),
+        pool(),
+        conv(64, 3),
+        pool(),
+        conv(128, 3),
+        pool(),
+        FLATTEN,
+        dense(128),
+        dropout(0.9),
+        binary_or_softmax_head(num_classes),
+    ]

@@ -1,0 +1,202 @@
+"""Shared fixtures: small REAL image folders built with Pillow, and a private decode cache.
+
+Every test gets its own CNNLAB_CACHE, so no test reads or writes ~/.cache and no test sees
+another's cached pixels.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import zipfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ImageWriter = Callable[..., Path]
+SHARED_DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+
+
+def require_folder(folder: Path) -> Path:
+    """`folder` when present; absent: skip locally, but fail on CI, where it must be."""
+    if not folder.is_dir():
+        reason = f"real datasets not found at {folder} (the shared/ folder beside the repo)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{reason}; CI must provide them")
+        pytest.skip(reason)
+    return folder
+
+
+@pytest.fixture
+def require() -> Callable[[Path], Path]:
+    return require_folder
+
+
+@pytest.fixture
+def datasets() -> Path:
+    """../shared/datasets beside the repository (skip locally when absent, fail on CI)."""
+    return require_folder(SHARED_DATASETS)
+
+
+@pytest.fixture(autouse=True)
+def cache_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh decode-cache folder per test (the cache resolves CNNLAB_CACHE at each load)."""
+    root = tmp_path / "cnnlab-cache"
+    monkeypatch.setenv("CNNLAB_CACHE", str(root))
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    return root
+
+
+def image_bytes(
+    mode: str = "RGB", size: tuple[int, int] = (8, 8), seed: int = 0, fmt: str = "PNG"
+) -> bytes:
+    """A small noise image (distinct bytes per seed) in `mode`, encoded as `fmt`."""
+    rng = np.random.default_rng(seed)
+    width, height = size
+    rgb = Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+    if mode == "I;16":
+        values = rng.integers(0, 65536, (height, width), dtype=np.uint16)
+        image = Image.fromarray(values)  # 16-bit grayscale; PNG stores it as such
+    elif mode == "P":
+        image = rgb.convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
+    elif mode == "RGBA":
+        image = rgb.convert("RGBA")
+        image.putalpha(Image.fromarray(rng.integers(0, 256, (height, width), dtype=np.uint8)))
+    else:
+        image = rgb.convert(mode)
+    buffer = io.BytesIO()
+    image.save(buffer, fmt)
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def write_image() -> ImageWriter:
+    """write_image(path, mode="RGB", size=(8, 8), seed=0, fmt=None): a real image file.
+
+    The format follows the suffix (.jpg/.jpeg: JPEG, else PNG) unless `fmt` is given.
+    """
+
+    def write(
+        path: Path,
+        mode: str = "RGB",
+        size: tuple[int, int] = (8, 8),
+        seed: int = 0,
+        fmt: str | None = None,
+    ) -> Path:
+        if fmt is None:
+            fmt = "JPEG" if path.suffix.lower() in (".jpg", ".jpeg") else "PNG"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(image_bytes(mode, size, seed, fmt))
+        return path
+
+    return write
+
+
+@pytest.fixture
+def make_classes(write_image: ImageWriter) -> Callable[..., Path]:
+    """make_classes(root, {"cats": 3, "dogs": 2}, size=(8, 8), suffix=".png", seed=0).
+
+    One sub-folder per class with that many distinct images (no two share bytes).
+    """
+
+    def make(
+        root: Path,
+        counts: Mapping[str, int],
+        size: tuple[int, int] = (8, 8),
+        suffix: str = ".png",
+        seed: int = 0,
+    ) -> Path:
+        for label, count in counts.items():
+            for k in range(count):
+                seed += 1
+                write_image(root / label / f"{label}_{k:03d}{suffix}", size=size, seed=seed)
+        root.mkdir(parents=True, exist_ok=True)
+        return root
+
+    return make
+
+
+# Usable images of the messy tree per class, and the unusable files with their reasons.
+MESSY_USABLE = {"cats": 7, "dogs": 6}
+MESSY_UNUSABLE = {
+    "cats/broken.jpg": "truncated image",
+    "dogs/empty.jpg": "zero-byte file",
+    "dogs/notes.jpg": "not an image",
+}
+MESSY_IGNORED = {
+    ".DS_Store",
+    ".git/",
+    ".ipynb_checkpoints/",
+    "__MACOSX/",
+    "cats/.DS_Store",
+    "dogs/Thumbs.db",
+    "dogs/.ipynb_checkpoints/",
+}
+
+
+@pytest.fixture
+def messy_expectations() -> dict[str, object]:
+    return {"usable": MESSY_USABLE, "unusable": MESSY_UNUSABLE, "ignored": MESSY_IGNORED}
+
+
+@pytest.fixture
+def messy_tree(tmp_path: Path, write_image: ImageWriter) -> Path:
+    """A class-folder tree as users really have them: mixed modes and formats, broken files,
+    OS and tool litter, and an empty class folder (`birds/`)."""
+    root = tmp_path / "messy"
+    cats, dogs = root / "cats", root / "dogs"
+    for seed, (name, mode) in enumerate(
+        [
+            ("rgb.jpg", "RGB"),
+            ("gray.jpg", "L"),
+            ("rgb.png", "RGB"),
+            ("alpha.png", "RGBA"),
+            ("palette.png", "P"),
+            ("bilevel.png", "1"),
+            ("deep.png", "I;16"),
+        ],
+        start=1,
+    ):
+        write_image(cats / name, mode=mode, size=(8 + seed, 8), seed=seed)
+    for seed in range(5):
+        write_image(dogs / f"dog{seed}.jpeg", mode="RGB", size=(10, 8), seed=100 + seed)
+    # Content decides: a PNG saved under a .jpg name is a usable image.
+    write_image(dogs / "really_a_png.jpg", mode="RGB", size=(10, 8), seed=200, fmt="PNG")
+
+    whole = image_bytes("RGB", (64, 64), seed=300, fmt="JPEG")
+    (cats / "broken.jpg").write_bytes(whole[: len(whole) // 2])
+    (dogs / "empty.jpg").write_bytes(b"")
+    (dogs / "notes.jpg").write_text("not a picture, just notes\n", encoding="utf-8")
+
+    (root / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    (cats / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    (dogs / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0")
+    write_image(root / "__MACOSX" / "cats" / "._x.jpg", seed=400)
+    write_image(root / ".ipynb_checkpoints" / "cat-checkpoint.png", seed=401)
+    write_image(dogs / ".ipynb_checkpoints" / "dog0-checkpoint.jpeg", seed=402)
+    (root / ".git").mkdir()
+    (root / ".git" / "HEAD").write_text("ref: refs/heads/main\n", encoding="utf-8")
+    (root / "birds").mkdir()  # a class folder someone forgot to fill
+    return root
+
+
+@pytest.fixture
+def zip_folder() -> Callable[..., Path]:
+    """zip_folder(folder, archive, prefix=""): every file and folder of `folder` into a zip,
+    under `prefix` (e.g. "cats_and_dogs_filtered/"), with folder entries as `zip -r` writes."""
+
+    def pack(folder: Path, archive: Path, prefix: str = "") -> Path:
+        archive.parent.mkdir(parents=True, exist_ok=True)
+        with zipfile.ZipFile(archive, "w") as out:
+            for path in sorted(folder.rglob("*")):
+                name = prefix + path.relative_to(folder).as_posix()
+                if path.is_dir():
+                    out.writestr(name + "/", b"")
+                else:
+                    out.write(path, name)
+        return archive
+
+    return pack

@@ -1,0 +1,101 @@
+import pytest
+import torch
+
+from cnnlab.errors import ConfigError
+from cnnlab.models import MODELS, build_model, count_params, summary_rows
+
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+# The reports' inputs (H, W, C), class counts and trainable parameter counts.
+REPORTED = {
+    "basenet": ((32, 32, 3), 25, 24_197),
+    "carlosnet": ((128, 128, 1), 6, 8_006),
+    "ivannet": ((128, 128, 1), 6, 6_167_166),
+    "s2_cnn": ((150, 150, 3), 4, 606_596),
+    "catsdogs_cnn": ((150, 150, 3), 2, 4_828_481),
+}
+
+
+def test_every_registered_model_has_a_reported_count():
+    assert sorted(REPORTED) == MODELS.names()
+
+
+@pytest.mark.parametrize("name", MODELS.names())
+def test_registered_model_runs_forward_backward_with_the_reported_param_count(name):
+    torch.manual_seed(0)
+    input_shape, num_classes, params = REPORTED[name]
+    model = build_model(name, input_shape, num_classes).to(DEVICE)
+    assert count_params(model) == (params, 0)
+
+    h, w, c = input_shape
+    images = torch.rand(2, c, h, w, device=DEVICE)
+    logits = model(images)
+    outputs = 1 if model.head_activation == "sigmoid" else num_classes
+    assert logits.shape == (2, outputs)
+    assert model.output_shape == (outputs,)
+    logits.square().mean().backward()
+    grads = [p.grad for p in model.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+def test_s2_cnn_layer_param_counts_match_the_report():
+    model = build_model("s2_cnn", (150, 150, 3), 4)
+    counts = [row.params for row in summary_rows(model, (150, 150, 3)) if row.params]
+    assert counts == [896, 18_496, 36_928, 73_856, 147_584, 262_656, 65_664, 516]
+
+
+@pytest.mark.parametrize(
+    ("name", "input_shape", "flat"),
+    [
+        ("basenet", (32, 32, 3), 400),
+        ("carlosnet", (128, 128, 1), 144),
+        ("ivannet", (128, 128, 1), 9_680),
+        ("s2_cnn", (150, 150, 3), 512),
+        ("catsdogs_cnn", (150, 150, 3), 36_992),
+    ],
+)
+def test_flatten_width_matches_the_report(name, input_shape, flat):
+    rows = summary_rows(build_model(name, input_shape, 6), input_shape)
+    assert [row.output_shape for row in rows if row.kind == "Flatten"] == [(None, flat)]
+
+
+def test_catsdogs_uses_one_sigmoid_unit_for_two_classes_and_softmax_otherwise():
+    binary = build_model("catsdogs_cnn", (150, 150, 3), 2)
+    assert (binary.head_activation, binary.output_shape) == ("sigmoid", (1,))
+    multi = build_model("catsdogs_cnn", (150, 150, 3), 5)
+    assert (multi.head_activation, multi.output_shape) == ("softmax", (5,))
+
+
+def test_named_models_record_softmax_head_and_follow_the_class_count():
+    model = build_model("carlosnet", (128, 128, 1), 10)
+    assert model.head_activation == "softmax"
+    assert model.output_shape == (10,)
+    assert model.model_name == "carlosnet"
+
+
+def test_named_models_accept_other_input_shapes():
+    model = build_model("basenet", (64, 48, 1), 3)
+    assert model(torch.rand(2, 1, 64, 48)).shape == (2, 3)
+
+
+def test_name_is_case_insensitive_as_the_reports_write_it():
+    assert build_model("CarlosNet", (128, 128, 1), 6).model_name == "carlosnet"
+
+
+def test_unknown_model_name_suggests_the_closest():
+    with pytest.raises(ConfigError) as err:
+        build_model("carlosnett", (128, 128, 1), 6)
+    assert str(err.value).startswith("unknown model 'carlosnett'; did you mean 'carlosnet'? (")
+
+
+def test_input_too_small_for_a_named_model_names_the_layer_and_shape():
+    with pytest.raises(ConfigError) as err:
+        build_model("carlosnet", (32, 32, 1), 6)
+    # 32 -> conv3 30 -> pool3 10 -> conv5 6 -> pool3 2 -> conv7 cannot fit
+    expected = "model carlosnet: layers[4].Conv2D: output shape (-4, -4, 16) has no pixels left"
+    assert str(err.value).startswith(f"{expected} (input (2, 2, 8))")
+
+
+def test_named_model_needs_two_classes():
+    with pytest.raises(ConfigError, match="at least 2 classes"):
+        build_model("basenet", (32, 32, 3), 1)
