@@ -66,6 +66,40 @@ def inspect(
 
 @app.command()
 @user_errors
+def run(
+    config: Path = typer.Argument(..., help="Experiment YAML file."),
+    set_: list[str] = typer.Option([], "--set", help="Override a key: --set train.epochs=5"),
+    output: Path | None = typer.Option(None, help="Parent folder of the run folder (output.dir)."),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue the run from its last checkpoint."
+    ),
+) -> None:
+    """Train and evaluate one experiment; write its run folder and report.html."""
+    from cnnlab.config_io import load_experiment
+    from cnnlab.experiment import resume_check, run_experiment
+    from cnnlab.runfolder import new_run_folder
+
+    experiment = load_experiment(config, set_)
+    if experiment.model is None:
+        from cnnlab.errors import ConfigError
+
+        raise ConfigError(f"{config}: model: required, e.g. model: {{name: carlosnet}}")
+    parent, name = output or experiment.output.dir, experiment.output.name or config.stem
+    if resume:
+        folder = parent / name
+        resume_check(folder, experiment)
+    else:
+        folder = new_run_folder(parent, name)
+    out.print(f"Run folder: {folder}")
+    result = run_experiment(experiment, folder, resume=resume, console=out)
+    headline = result.metrics.get("test") or result.metrics.get("val") or result.metrics["train"]
+    split = next(k for k in ("test", "val", "train") if k in result.metrics)
+    out.print(f"{split} accuracy: {headline['accuracy']:.4f}  loss: {headline['loss']:.4f}")
+    out.print(f"Report: {result.report}")
+
+
+@app.command()
+@user_errors
 def prepare(
     config: Path = typer.Argument(..., help="Experiment YAML file."),
     set_: list[str] = typer.Option(

@@ -145,18 +145,38 @@ class OptimizerConfig(Section):
     decay: NonNegativeFloat = 0.0  # Keras's legacy lr / (1 + decay * step)
 
 
+class ScheduleConfig(Section):
+    """Learning rate over training, on top of the optimiser's lr (and Keras's `decay`)."""
+
+    name: Literal["constant", "cosine", "step", "onecycle"] = "constant"  # Keras's behaviour
+    warmup_epochs: NonNegativeFloat = 0.0  # linear ramp from 0; fractions of an epoch allowed
+    step_epochs: PositiveInt = 10  # step: multiply by gamma every step_epochs
+    gamma: PositiveFloat = 0.1
+    min_lr_fraction: NonNegativeFloat = 0.0  # cosine/onecycle end at lr * this
+
+
+class EarlyStoppingConfig(Section):
+    patience: PositiveInt = 5  # epochs without improvement before stopping
+    monitor: Literal["val_loss", "val_accuracy"] = "val_loss"  # Keras's default
+    min_delta: NonNegativeFloat = 0.0
+
+
 class TrainConfig(Section):
     epochs: PositiveInt = 30  # S0/S3 used 30; early stopping may end sooner
     batch_size: PositiveInt = 32  # Keras's default
     steps_per_epoch: PositiveInt | None = None  # None: one pass over the training split
     optimizer: OptimizerConfig = OptimizerConfig()
-    early_stopping_patience: NonNegativeInt | None = None  # None: train every epoch
+    schedule: ScheduleConfig = ScheduleConfig()
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)  # softmax heads only
+    early_stopping: EarlyStoppingConfig | None = None  # None: train every epoch
+    # The best weights (by early_stopping.monitor, else val_loss) are kept as model.safetensors.
     deterministic: bool = False  # bitwise-equal reruns on the same machine, a little slower
     device: str = "auto"  # auto: cuda when present, else cpu
 
 
 class EvaluateConfig(Section):
     top_k: PositiveInt = 5  # reported when there are more than k classes
+    batch_size: PositiveInt = 256  # inference only: larger is faster and changes nothing
 
 
 class OutputConfig(Section):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import os
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -25,6 +26,10 @@ CHUNK = 64  # files per task: large enough to hide inter-process overhead, small
 PARALLEL_FROM = 256  # below this many files a pool costs more than it saves
 
 PixelSink = Callable[[int, np.ndarray], None]
+# fork on Linux: workers start in milliseconds with the modules already imported; "spawn"
+# re-runs the caller's script in every worker (seconds when it imports torch). Workers use
+# only Pillow and numpy, never torch's thread pools, so forking a process that has them is safe.
+_START_METHOD = "fork" if sys.platform == "linux" else "spawn"
 
 
 @dataclass(frozen=True)
@@ -87,8 +92,7 @@ def _map(chunks: list[list[Entry]], options: DecodeOptions | None) -> Iterator[l
     if files < PARALLEL_FROM or workers < 2:
         yield from (_check_chunk(c, options) for c in chunks)
         return
-    # spawn: the parent may hold torch's thread pools, which do not survive fork()
-    context = multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context(_START_METHOD)
     with ProcessPoolExecutor(workers, mp_context=context) as pool:
         yield from pool.map(_check_chunk, chunks, [options] * len(chunks))
 

@@ -1,0 +1,54 @@
+"""`python -m bench`: run every benchmark, print each table, write bench/out/<name>.{md,json}."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from bench import cats_vs_dogs, decode_cache
+from bench.common import DATASETS, DEFAULT_OUT
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a tiny subset (40 images): checks every pipeline runs, not how fast",
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="runs of each row; the table shows the median"
+    )
+    parser.add_argument(
+        "--datasets", type=Path, default=DATASETS, help=f"shared datasets folder ({DATASETS})"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help=f"output folder (default {DEFAULT_OUT}, or {DEFAULT_OUT / 'quick'} with --quick)",
+    )
+    args = parser.parse_args(argv)
+    if args.repeats < 1:
+        parser.error(f"--repeats must be at least 1, got {args.repeats}")
+    if args.out is None:
+        args.out = DEFAULT_OUT / "quick" if args.quick else DEFAULT_OUT
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    dataset = args.datasets / "cats_vs_dogs"
+    absent = cats_vs_dogs.missing(dataset)
+    if absent:
+        print(f"error: missing {', '.join(map(str, absent))}", file=sys.stderr)
+        return 2
+    result = decode_cache.run(dataset, args.out, repeats=args.repeats, quick=args.quick)
+    print(result.markdown)
+    print("wrote " + ", ".join(str(path) for path in result.files))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,49 @@
+"""Inference over a split with sums kept on the device: one host synchronisation per call."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from cnnlab.data.batches import DeviceBatches
+from cnnlab.train.objective import Objective
+from cnnlab.train.runtime import autocast
+
+Preprocess = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class Inference:
+    loss: float
+    accuracy: float
+    probabilities: torch.Tensor | None  # (N, classes) on the CPU, in the split's order
+
+
+@torch.no_grad()
+def infer(
+    model: torch.nn.Module,
+    batches: DeviceBatches,
+    objective: Objective,
+    preprocess: Preprocess,
+    keep_probabilities: bool = False,
+) -> Inference:
+    was_training = model.training
+    model.eval()
+    device = batches.device
+    totals = torch.zeros(3, device=device, dtype=torch.float64)  # loss sum, correct, count
+    kept = []
+    for images, labels in batches.epoch(0):
+        with autocast(device):
+            logits = model(preprocess(images))
+        loss = objective.loss(logits, labels, reduction="sum")
+        correct = (objective.predicted(logits) == labels).sum()
+        count = torch.full((), labels.numel(), device=device, dtype=torch.float64)
+        totals += torch.stack([loss.double(), correct.double(), count])
+        if keep_probabilities:
+            kept.append(objective.probabilities(logits))
+    model.train(was_training)
+    loss_sum, correct, count = totals.tolist()  # the one host synchronisation
+    probabilities = torch.cat(kept).cpu() if kept else None
+    return Inference(loss_sum / max(count, 1), correct / max(count, 1), probabilities)

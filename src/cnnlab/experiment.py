@@ -1,0 +1,279 @@
+"""One experiment, top to bottom: data, model, fit, evaluate, record, report."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from rich.console import Console
+
+from cnnlab.atomic import write_text
+from cnnlab.config import AugmentConfig, Experiment
+from cnnlab.data.batches import DeviceBatches
+from cnnlab.data.pipeline import Data, load_data
+from cnnlab.errors import ConfigError
+from cnnlab.evaluate.metrics import split_metrics
+from cnnlab.evaluate.predict import infer
+from cnnlab.models import build_model, count_params, format_summary
+from cnnlab.record import (
+    HistoryCSV,
+    data_manifest,
+    now,
+    versions,
+    write_metrics,
+    write_predictions,
+)
+from cnnlab.runfolder import write_config, write_json
+from cnnlab.train.callbacks import BestWeights, Checkpoint, EarlyStopping, EpochLine, TrainState
+from cnnlab.train.checkpoint import load_state, load_weights, restore_rng
+from cnnlab.train.loop import Trainee, fit
+from cnnlab.train.objective import Objective
+from cnnlab.train.optim import build_optimizer, build_schedule
+from cnnlab.train.runtime import memory_format, seed_everything, select_device, set_deterministic
+
+WEIGHTS = "model.safetensors"
+SHOWN_MISTAKES = 32
+
+
+@dataclass
+class RunResult:
+    folder: Path
+    metrics: dict[str, Any]
+    report: Path | None
+
+
+def run_experiment(
+    cfg: Experiment, folder: Path, resume: bool = False, console: Console | None = None
+) -> RunResult:
+    console = console or Console()
+    timings: dict[str, float] = {}
+    started, clock = now(), time.perf_counter()
+    refuse_unsupported_augmentation(cfg.augment)
+    device = select_device(cfg.train.device)
+    set_deterministic(cfg.train.deterministic)
+    seed_everything(cfg.seed)
+
+    data = load_data(cfg.data, cfg.seed)  # scan, check, split, cache
+    record_data(folder, cfg, data)
+    timings["data_s"] = time.perf_counter() - clock
+
+    model = build_model(cfg.model.name or cfg.model.layers, data.input_shape, data.num_classes)
+    write_text(folder / "summary.txt", format_summary(model, data.input_shape) + "\n")
+    model = model.to(device, memory_format=memory_format(device))
+    trainee = make_trainee(model, cfg, data, device)
+    state = restore(folder, trainee) if resume else TrainState()
+
+    clock = time.perf_counter()
+    train = DeviceBatches(
+        data.splits["train"].images,
+        data.splits["train"].labels,
+        batch_size=cfg.train.batch_size,
+        device=device,
+        seed=cfg.seed,
+    )
+    val = eval_batches(data, "val", cfg, device)
+    fit(
+        trainee,
+        train,
+        val,
+        cfg.train.epochs,
+        cfg.train.steps_per_epoch,
+        default_callbacks(cfg, folder, trainee, console, has_val=val is not None),
+        state,
+    )
+    timings["train_s"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    load_weights(model, folder / WEIGHTS)  # evaluate the kept (best) weights
+    metrics, predicted = evaluate_all(trainee, data, cfg, device)
+    write_metrics(folder / "metrics.json", metrics)
+    write_predictions(folder / "predictions.csv", predicted)
+    timings["evaluate_s"] = time.perf_counter() - clock
+
+    write_json(
+        folder / "manifest.json",
+        {
+            "cnnlab": versions()["cnnlab"],
+            "versions": versions(),
+            "device": str(device),
+            "seed": cfg.seed,
+            "deterministic": cfg.train.deterministic,
+            "started": started,
+            "finished": now(),
+            "timings": timings,
+            "model": model_manifest(cfg, model),
+            "data": data_manifest(data),
+            "epochs_run": state.epoch,
+            "best_epoch": state.best_epoch,
+            "stopped_early": state.stop,
+            "stop_reason": state.stop_reason,
+        },
+    )
+    report = write_report(folder, data, predicted)
+    return RunResult(folder, metrics, report)
+
+
+def refuse_unsupported_augmentation(augment: AugmentConfig) -> None:
+    """Random augmentation is not in this version yet: say so rather than silently ignore it."""
+    defaults = AugmentConfig()
+    for key in type(augment).model_fields:
+        if key != "rescale" and getattr(augment, key) != getattr(defaults, key):
+            raise ConfigError(
+                f"augment.{key}: random augmentation is not available in this version yet; "
+                "remove it (only augment.rescale is applied)"
+            )
+
+
+def record_data(folder: Path, cfg: Experiment, data: Data) -> None:
+    write_config(folder, cfg)
+    write_json(folder / "health.json", data.health.to_json())
+    write_text(folder / "split.csv", data.manifest)
+
+
+def make_trainee(
+    model: torch.nn.Module, cfg: Experiment, data: Data, device: torch.device
+) -> Trainee:
+    optimizer = build_optimizer(model.parameters(), cfg.train.optimizer)
+    steps = cfg.train.steps_per_epoch or -(-len(data.splits["train"]) // cfg.train.batch_size)
+    schedule = build_schedule(
+        optimizer, cfg.train.schedule, cfg.train.optimizer.decay, steps, cfg.train.epochs
+    )
+    outputs = model.output_shape[-1] if hasattr(model, "output_shape") else data.num_classes
+    objective = Objective(
+        getattr(model, "head_activation", None), outputs, cfg.train.label_smoothing
+    )
+    scale = (
+        cfg.augment.rescale if cfg.augment.rescale is not None else 1 / 255
+    )  # Keras scripts' 1/255
+    layout = memory_format(device)
+
+    def preprocess(images: torch.Tensor) -> torch.Tensor:
+        return images.float().mul_(scale).contiguous(memory_format=layout)
+
+    return Trainee(model, optimizer, schedule, objective, preprocess)
+
+
+def restore(folder: Path, trainee: Trainee) -> TrainState:
+    saved = load_state(folder)
+    trainee.model.load_state_dict(saved["model"])
+    trainee.optimizer.load_state_dict(saved["optimizer"])
+    trainee.schedule.load_state_dict(saved["schedule"])
+    restore_rng(saved["rng"])
+    return TrainState(**saved["state"])
+
+
+def eval_batches(
+    data: Data, name: str, cfg: Experiment, device: torch.device
+) -> DeviceBatches | None:
+    split = data.splits.get(name)
+    if split is None:
+        return None
+    return DeviceBatches(
+        split.images, split.labels, batch_size=cfg.evaluate.batch_size, device=device, shuffle=False
+    )
+
+
+def default_callbacks(
+    cfg: Experiment, folder: Path, trainee: Trainee, console: Console, has_val: bool
+):
+    stopping = cfg.train.early_stopping
+    monitor = stopping.monitor if stopping else "val_loss"
+    if stopping and not has_val:
+        raise ConfigError(
+            "train.early_stopping: needs a validation split; set data.validation_split"
+        )
+    callbacks = [
+        BestWeights(
+            trainee.model,
+            folder / WEIGHTS,
+            monitor if has_val else "",
+            stopping.min_delta if stopping else 0.0,
+        )
+    ]
+    if stopping:
+        callbacks.append(EarlyStopping(stopping))
+    parts = {"model": trainee.model, "optimizer": trainee.optimizer, "schedule": trainee.schedule}
+    return [
+        *callbacks,
+        HistoryCSV(folder / "history.csv"),
+        Checkpoint(folder, parts),
+        EpochLine(console, cfg.train.epochs),
+    ]
+
+
+def evaluate_all(trainee: Trainee, data: Data, cfg: Experiment, device: torch.device):
+    metrics: dict[str, Any] = {}
+    predicted = {}
+    for name, split in data.splits.items():
+        batches = eval_batches(data, name, cfg, device)
+        result = infer(
+            trainee.model, batches, trainee.objective, trainee.preprocess, keep_probabilities=True
+        )
+        probabilities = result.probabilities.numpy()
+        metrics[name] = split_metrics(
+            split.labels, probabilities, data.classes, result.loss, cfg.evaluate.top_k
+        )
+        if name != "train":
+            predicted[name] = (split, probabilities)
+    return metrics, predicted
+
+
+def model_manifest(cfg: Experiment, model: torch.nn.Module) -> dict[str, Any]:
+    trainable, frozen = count_params(model)
+    return {
+        "name": cfg.model.name or "layers",
+        "total_params": trainable + frozen,
+        "trainable_params": trainable,
+        "non_trainable_params": frozen,
+    }
+
+
+def write_report(folder: Path, data: Data, predicted) -> Path:
+    from cnnlab.report import Misclassified, render_report
+
+    name = "test" if "test" in predicted else ("val" if "val" in predicted else None)
+    mistakes = None
+    if name is not None:
+        split, probabilities = predicted[name]
+        best = probabilities.argmax(1)
+        wrong = np.flatnonzero(best != split.labels)[:SHOWN_MISTAKES]
+        mistakes = Misclassified(
+            images=np.asarray(split.images[wrong]),
+            true=[data.classes[k] for k in split.labels[wrong]],
+            predicted=[data.classes[k] for k in best[wrong]],
+            confidence=[float(probabilities[i, best[i]]) for i in wrong],
+            paths=[split.paths[i] for i in wrong],
+        )
+    return render_report(folder, mistakes)
+
+
+def resume_check(folder: Path, cfg: Experiment) -> None:
+    """A resumed run must be the same experiment; only train.epochs may grow."""
+    saved_path = folder / "config.yaml"
+    if not saved_path.is_file():
+        raise ConfigError(f"--resume: {folder} holds no run to resume (config.yaml is missing)")
+    saved = yaml.safe_load(saved_path.read_text(encoding="utf-8"))
+    current = cfg.model_dump(mode="json")
+    for section in (saved, current):
+        section.get("train", {}).pop("epochs", None)
+        section.pop("output", None)
+    if saved != current:
+        changed = sorted(_differences(saved, current))
+        raise ConfigError(
+            f"--resume: {folder} was run with a different configuration ({', '.join(changed)}); "
+            "resume with the same settings (only train.epochs may change), or start a new run"
+        )
+
+
+def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        found = []
+        for key in sorted(set(a) | set(b)):
+            found += _differences(a.get(key), b.get(key), f"{prefix}{key}.")
+        return found
+    return [] if a == b else [prefix.rstrip(".")]

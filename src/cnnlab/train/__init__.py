@@ -1,0 +1,1 @@
+"""Training: the fit loop, optimisers and schedules, callbacks, checkpoints, runtime."""

@@ -1,0 +1,76 @@
+"""Optimisers with Keras's defaults, Keras's legacy `decay`, and lr schedules with warm-up."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import torch
+
+from cnnlab.config import OptimizerConfig, ScheduleConfig
+
+# Keras's default learning rates and epsilon (1e-7, where PyTorch uses 1e-8).
+KERAS_LR = {"sgd": 0.01, "rmsprop": 0.001, "adam": 0.001, "adamw": 0.001}
+KERAS_EPSILON = 1e-7
+
+
+def build_optimizer(
+    params: Iterable[torch.nn.Parameter], cfg: OptimizerConfig
+) -> torch.optim.Optimizer:
+    lr = cfg.lr if cfg.lr is not None else KERAS_LR[cfg.name]
+    if cfg.name == "sgd":
+        return torch.optim.SGD(
+            params,
+            lr=lr,
+            momentum=cfg.momentum,
+            nesterov=cfg.nesterov,
+            weight_decay=cfg.weight_decay,
+        )
+    if cfg.name == "rmsprop":  # Keras: rho 0.9 (PyTorch's alpha defaults to 0.99)
+        return torch.optim.RMSprop(
+            params,
+            lr=lr,
+            alpha=0.9,
+            eps=KERAS_EPSILON,
+            momentum=cfg.momentum,
+            weight_decay=cfg.weight_decay,
+        )
+    if cfg.name == "adam":
+        return torch.optim.Adam(params, lr=lr, eps=KERAS_EPSILON, weight_decay=cfg.weight_decay)
+    # Keras's AdamW decays weights by 0.004 unless told otherwise
+    decay = cfg.weight_decay if cfg.weight_decay else 0.004
+    return torch.optim.AdamW(params, lr=lr, eps=KERAS_EPSILON, weight_decay=decay)
+
+
+def build_schedule(
+    optimizer: torch.optim.Optimizer,
+    schedule: ScheduleConfig,
+    keras_decay: float,
+    steps_per_epoch: int,
+    epochs: int,
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """A per-step multiplier of the base lr: warm-up, then the schedule, times Keras's decay."""
+    total = max(1, steps_per_epoch * epochs)
+    warmup = schedule.warmup_epochs * steps_per_epoch
+    if schedule.name == "onecycle" and not warmup:
+        warmup = 0.3 * total  # PyTorch's OneCycleLR rises for the first 30 %
+
+    def factor(step: int) -> float:
+        legacy = 1.0 / (1.0 + keras_decay * step)  # Keras: lr / (1 + decay * iterations)
+        if step < warmup:
+            return legacy * (step + 1) / warmup
+        return legacy * _shape(schedule, step, warmup, total, steps_per_epoch)
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _shape(schedule: ScheduleConfig, step: int, warmup: float, total: int, per_epoch: int) -> float:
+    floor = schedule.min_lr_fraction
+    progress = min(1.0, (step - warmup) / max(1.0, total - warmup))
+    if schedule.name == "cosine":
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+    if schedule.name == "step":
+        return schedule.gamma ** (step // (schedule.step_epochs * per_epoch))
+    if schedule.name == "onecycle":  # warm-up is the rising half; then linear down to the floor
+        return floor + (1 - floor) * (1 - progress)
+    return 1.0
