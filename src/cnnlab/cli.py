@@ -168,15 +168,10 @@ def _parse_shape(text: str) -> tuple[int, int, int]:
 def demo(
     folder: Path = typer.Option(Path("cnnlab-demo"), help="Where the demo writes its files."),
 ) -> None:
-    """Write scikit-learn's digits as PNG files, check them, split them and cache them."""
-    from cnnlab.demo import demo_config, write_digits_folder
+    """Write scikit-learn's digits as PNG files, train two models on them, compare, report."""
+    from cnnlab.demo import run_demo
 
-    images = write_digits_folder(folder)
-    config = folder / "digits.yaml"
-    config.write_text(demo_config(images), encoding="utf-8")
-    out.print(f"Wrote {images} (1,797 PNG files) and {config}")
-    inspect(str(images), None, None, folder / "health.json")
-    prepare(config, [], folder / "runs")
+    run_demo(folder, out)
 
 
 def main() -> None:  # pragma: no cover - the console script

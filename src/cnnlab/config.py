@@ -127,7 +127,7 @@ class AugmentConfig(Section):
 
 class ModelConfig(Section):
     name: str | None = None  # a registered architecture, e.g. carlosnet
-    layers: list[dict[str, Any]] | None = None  # or a Keras-style layer list
+    layers: list[dict[str, Any] | str] | None = None  # or a Keras-style layer list
 
     @model_validator(mode="after")
     def _one_of(self) -> ModelConfig:
@@ -141,7 +141,7 @@ class OptimizerConfig(Section):
     lr: PositiveFloat | None = None  # None: Keras's default for the optimiser
     momentum: NonNegativeFloat = 0.0  # SGD; Keras's default
     nesterov: bool = False
-    weight_decay: NonNegativeFloat = 0.0
+    weight_decay: NonNegativeFloat | None = None  # None: Keras's (0.004 for AdamW, else 0)
     decay: NonNegativeFloat = 0.0  # Keras's legacy lr / (1 + decay * step)
 
 

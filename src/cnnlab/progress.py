@@ -20,6 +20,8 @@ def progress_bar(description: str, total: int) -> Iterator[Callable[[int], None]
         MofNCompleteColumn(),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=_console, transient=True) as progress:
+    # Only on a terminal: redirected to a file, a bar would leave blank lines behind.
+    quiet = not _console.is_terminal
+    with Progress(*columns, console=_console, transient=True, disable=quiet) as progress:
         task = progress.add_task(description, total=total)
         yield lambda n: progress.advance(task, n)

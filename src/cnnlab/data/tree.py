@@ -104,7 +104,7 @@ def _zip_files(location: str) -> tuple[list[TreeFile], list[str]]:
     return sorted(files, key=lambda f: f.inner), sorted(ignored)
 
 
-_ZIPS: dict[tuple[str, int, int], zipfile.ZipFile] = {}
+_ZIPS: dict[tuple[str, int, int, int], zipfile.ZipFile] = {}
 
 
 def _open_zip(location: str) -> zipfile.ZipFile:
@@ -113,7 +113,8 @@ def _open_zip(location: str) -> zipfile.ZipFile:
     The key includes size and mtime, so an archive replaced on disk is reopened, not misread.
     """
     info = os.stat(location)
-    key = (location, info.st_size, info.st_mtime_ns)
+    # The pid too: a forked worker must not share its parent's file offset (garbled reads).
+    key = (location, info.st_size, info.st_mtime_ns, os.getpid())
     handle = _ZIPS.get(key)
     if handle is None:
         handle = _ZIPS[key] = zipfile.ZipFile(location)

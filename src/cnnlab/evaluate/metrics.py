@@ -18,8 +18,10 @@ def split_metrics(
     )
     metrics: dict[str, Any] = {"loss": loss, "accuracy": float((predicted == labels).mean())}
     if len(classes) > top_k:
+        # scikit-learn wants two classes as one column, the positive class's score
+        scores = probabilities[:, 1] if len(classes) == 2 else probabilities
         metrics[f"top_{top_k}_accuracy"] = float(
-            top_k_accuracy_score(labels, probabilities, k=top_k, labels=indices)
+            top_k_accuracy_score(labels, scores, k=top_k, labels=indices)
         )
     metrics["per_class"] = {
         name: {

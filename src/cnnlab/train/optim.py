@@ -12,19 +12,22 @@ from cnnlab.config import OptimizerConfig, ScheduleConfig
 # Keras's default learning rates and epsilon (1e-7, where PyTorch uses 1e-8).
 KERAS_LR = {"sgd": 0.01, "rmsprop": 0.001, "adam": 0.001, "adamw": 0.001}
 KERAS_EPSILON = 1e-7
+KERAS_WEIGHT_DECAY = {"sgd": 0.0, "rmsprop": 0.0, "adam": 0.0, "adamw": 0.004}
 
 
 def build_optimizer(
     params: Iterable[torch.nn.Parameter], cfg: OptimizerConfig
 ) -> torch.optim.Optimizer:
     lr = cfg.lr if cfg.lr is not None else KERAS_LR[cfg.name]
+    # Keras's AdamW decays weights by 0.004 unless told otherwise; the others not at all
+    decay = cfg.weight_decay if cfg.weight_decay is not None else KERAS_WEIGHT_DECAY[cfg.name]
     if cfg.name == "sgd":
         return torch.optim.SGD(
             params,
             lr=lr,
             momentum=cfg.momentum,
             nesterov=cfg.nesterov,
-            weight_decay=cfg.weight_decay,
+            weight_decay=decay,
         )
     if cfg.name == "rmsprop":  # Keras: rho 0.9 (PyTorch's alpha defaults to 0.99)
         return torch.optim.RMSprop(
@@ -33,12 +36,10 @@ def build_optimizer(
             alpha=0.9,
             eps=KERAS_EPSILON,
             momentum=cfg.momentum,
-            weight_decay=cfg.weight_decay,
+            weight_decay=decay,
         )
     if cfg.name == "adam":
-        return torch.optim.Adam(params, lr=lr, eps=KERAS_EPSILON, weight_decay=cfg.weight_decay)
-    # Keras's AdamW decays weights by 0.004 unless told otherwise
-    decay = cfg.weight_decay if cfg.weight_decay else 0.004
+        return torch.optim.Adam(params, lr=lr, eps=KERAS_EPSILON, weight_decay=decay)
     return torch.optim.AdamW(params, lr=lr, eps=KERAS_EPSILON, weight_decay=decay)
 
 

@@ -1,0 +1,89 @@
+"""render_report: a run folder in, one self-contained report.html out.
+
+Every figure is embedded as a base64 PNG and the CSS is inline, so the page opens offline,
+from an e-mail attachment or a copied folder, exactly as it was written.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, StrictUndefined
+from markupsafe import Markup
+
+import cnnlab
+from cnnlab.atomic import write_text
+from cnnlab.report import view
+from cnnlab.report.rundata import read_run
+from cnnlab.report.template import CSS, TEMPLATE
+from cnnlab.report.view import Misclassified
+
+# Autoescape on: class names, paths and warnings come from users' files and folders.
+ENVIRONMENT = Environment(
+    autoescape=True, undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True
+)
+
+
+def render_report(
+    folder: Path, misclassified: Misclassified | None = None, augmented: bytes | None = None
+) -> Path:
+    """Reads the run folder's files and writes folder / "report.html" atomically; returns its path.
+
+    Missing optional files (no test split, no history, ...) leave their section out or say
+    what is missing; they never stop the page from being written.
+    """
+    folder = Path(folder)
+    html = render_html(folder, misclassified, augmented)
+    target = folder / "report.html"
+    write_text(target, html)
+    return target
+
+
+def render_html(
+    folder: Path, misclassified: Misclassified | None = None, augmented: bytes | None = None
+) -> str:
+    return ENVIRONMENT.from_string(TEMPLATE).render(page_context(folder, misclassified, augmented))
+
+
+def page_context(
+    folder: Path, misclassified: Misclassified | None, augmented: bytes | None
+) -> dict[str, Any]:
+    run = read_run(folder)
+    context: dict[str, Any] = {
+        "title": run.name,
+        "folder": str(folder),
+        "version": cnnlab.__version__,
+        "css": Markup(CSS),  # our own constant; escaping would break quotes inside <style>
+        "model_name": view.model_name(run),
+        "headline": view.headline(run),
+        "notes": run.notes,
+        "metrics": view.metrics_table(run.metrics),
+        "curves": view.curves(run),
+        "per_class": view.per_class_section(run),
+        "misclassified": view.misclassified_tiles(misclassified),
+        "summary": run.summary.rstrip(),
+        "data": view.data_section(run),
+        "augmented": view.data_uri(augmented) if augmented else None,
+        "info": view.run_info(run),
+        "config": run.config_text.rstrip(),
+    }
+    context["sections"] = _sections(context)
+    return context
+
+
+def _sections(context: dict[str, Any]) -> list[tuple[str, str]]:
+    """The page's table of contents: only the sections it shows."""
+    per_class = context["per_class"] is not None
+    present = [
+        ("curves", "Learning curves", True),
+        ("confusion", "Confusion matrix", per_class),
+        ("per-class", "Per-class metrics", per_class),
+        ("misclassified", "Misclassified", context["misclassified"] is not None),
+        ("model", "Model", True),
+        ("data", "Data", True),
+        ("augmentation", "Augmentation", context["augmented"] is not None),
+        ("run", "Run", True),
+        ("config", "Configuration", True),
+    ]
+    return [(anchor, title) for anchor, title, shown in present if shown]

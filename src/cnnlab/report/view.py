@@ -1,0 +1,272 @@
+"""Turn a run folder's files into what the page shows: formatted numbers, tables, figures.
+
+Everything here is plain data for the template; figures arrive as `data:` URIs so the page
+needs nothing but itself.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from cnnlab.report import figures
+from cnnlab.report.rundata import RunFiles, has_values, mapping
+
+SPLIT_ORDER = ("train", "val", "test")
+MAX_MISCLASSIFIED = 32  # a screenful; the full list is in predictions.csv
+TOP_K = re.compile(r"^top_(\d+)_accuracy$")
+MISSING = "\u2013"  # an en dash where a number was not recorded
+
+
+@dataclass
+class Misclassified:
+    """Test images the model got wrong, with what it said about each."""
+
+    images: np.ndarray  # uint8 (N, C, H, W), C = 1 or 3
+    true: list[str]  # true class names
+    predicted: list[str]  # predicted class names
+    confidence: list[float]  # probability of the predicted class
+    paths: list[str]
+
+
+def data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def percent(value: Any) -> str:
+    return f"{100 * value:.2f}%" if _finite(value) else MISSING
+
+
+def decimal(value: Any, places: int = 4) -> str:
+    return f"{value:.{places}f}" if _finite(value) else MISSING
+
+
+def count(value: Any) -> str:
+    return f"{int(value):,}" if _finite(value) else MISSING
+
+
+def seconds(value: Any) -> str:
+    if not _finite(value):
+        return MISSING
+    return f"{value:.1f} s" if value < 120 else f"{value / 60:.1f} min ({value:,.0f} s)"
+
+
+def splits_with_metrics(metrics: dict[str, Any]) -> list[str]:
+    known = [s for s in SPLIT_ORDER if mapping(metrics.get(s))]
+    return known + [s for s in metrics if s not in known and mapping(metrics.get(s))]
+
+
+def evaluated_split(metrics: dict[str, Any]) -> str | None:
+    """The split whose numbers lead the page: test when it exists, else val."""
+    for split in ("test", "val"):
+        if mapping(metrics.get(split)):
+            return split
+    return None
+
+
+def headline(run: RunFiles) -> dict[str, str] | None:
+    split = evaluated_split(run.metrics)
+    if split is None:
+        return None
+    values = mapping(run.metrics[split])
+    return {
+        "split": split,
+        "accuracy": percent(values.get("accuracy")),
+        "loss": decimal(values.get("loss")),
+    }
+
+
+def metrics_table(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Final loss, accuracy and any top-k accuracy, one row per split."""
+    splits = splits_with_metrics(metrics)
+    top_ks = sorted(
+        {key for s in splits for key in mapping(metrics[s]) if TOP_K.match(key)},
+        key=lambda key: int(TOP_K.match(key).group(1)),
+    )  # type: ignore[union-attr]
+    columns = [("loss", "loss", decimal), ("accuracy", "accuracy", percent)]
+    columns += [(k, f"top-{TOP_K.match(k).group(1)} accuracy", percent) for k in top_ks]  # type: ignore[union-attr]
+    rows = [
+        {"split": s, "cells": [fmt(mapping(metrics[s]).get(key)) for key, _, fmt in columns]}
+        for s in splits
+    ]
+    return {"columns": [title for _, title, _ in columns], "rows": rows}
+
+
+def best_epoch(run: RunFiles) -> tuple[int | None, str]:
+    """The epoch whose weights were kept: best by early stopping's monitor, else val_loss."""
+    stopping = mapping(mapping(run.config.get("train")).get("early_stopping"))
+    monitor = str(stopping.get("monitor") or "val_loss")
+    values = run.history.get(monitor, [])
+    if not has_values(values):
+        return None, monitor
+    scores = np.asarray(values, dtype=float)
+    index = int(np.nanargmax(scores) if "accuracy" in monitor else np.nanargmin(scores))
+    return int(run.history["epoch"][index]), monitor
+
+
+def curves(run: RunFiles) -> dict[str, Any] | None:
+    if not run.history or not has_values(run.history.get("loss")):
+        return None
+    epoch, monitor = best_epoch(run)
+    return {
+        "src": data_uri(figures.learning_curves(run.history, epoch)),
+        "best_epoch": epoch,
+        "monitor": monitor,
+        "has_val": has_values(run.history.get("val_loss")),
+    }
+
+
+def class_names(run: RunFiles, split_metrics: dict[str, Any]) -> list[str]:
+    for candidate in (
+        split_metrics.get("classes"),
+        mapping(run.manifest.get("data")).get("classes"),
+        list(mapping(split_metrics.get("per_class"))),
+    ):
+        if isinstance(candidate, list) and candidate:
+            return [str(c) for c in candidate]
+    return []
+
+
+def per_class_section(run: RunFiles) -> dict[str, Any] | None:
+    """Confusion matrix and per-class table, for test when it has them, else val."""
+    for split in ("test", "val"):
+        values = mapping(run.metrics.get(split))
+        if values.get("per_class") or values.get("confusion_matrix"):
+            return _per_class(run, split, values)
+    return None
+
+
+def _per_class(run: RunFiles, split: str, values: dict[str, Any]) -> dict[str, Any]:
+    classes = class_names(run, values)
+    section: dict[str, Any] = {"split": split, "confusion_src": None, "rows": [], "averages": []}
+    matrix = values.get("confusion_matrix")
+    if _square(matrix) and len(matrix) == len(classes):
+        section["confusion_src"] = data_uri(figures.confusion_matrices(matrix, classes))
+    per_class = mapping(values.get("per_class"))
+    section["rows"] = [
+        _class_row(name, mapping(per_class.get(name))) for name in classes if name in per_class
+    ]
+    for key, title in (("macro_avg", "macro average"), ("weighted_avg", "weighted average")):
+        if mapping(values.get(key)):
+            section["averages"].append(_class_row(title, mapping(values[key])))
+    return section
+
+
+def _class_row(name: str, values: dict[str, Any]) -> dict[str, str]:
+    return {
+        "name": name,
+        "precision": decimal(values.get("precision"), 3),
+        "recall": decimal(values.get("recall"), 3),
+        "f1": decimal(values.get("f1"), 3),
+        "support": count(values.get("support")),
+    }
+
+
+def misclassified_tiles(wrong: Misclassified | None) -> dict[str, Any] | None:
+    if wrong is None:
+        return None
+    total = len(wrong.images)
+    shown = zip(
+        wrong.images[:MAX_MISCLASSIFIED],
+        wrong.true,
+        wrong.predicted,
+        wrong.confidence,
+        list(wrong.paths) + [""] * total,
+        strict=False,
+    )
+    tiles = [
+        {
+            "src": data_uri(figures.image_tile(image)),
+            "true": str(true),
+            "predicted": str(pred),
+            "confidence": decimal(conf, 2),
+            "path": str(path),
+        }
+        for image, true, pred, conf, path in shown
+    ]
+    return {"tiles": tiles, "total": total}
+
+
+def data_section(run: RunFiles) -> dict[str, Any] | None:
+    data = mapping(run.manifest.get("data"))
+    if not data:
+        return None
+    counts = {s: mapping(c) for s, c in mapping(data.get("class_counts")).items() if mapping(c)}
+    classes = [str(c) for c in data.get("classes") or []] or sorted(
+        {c for per_split in counts.values() for c in per_split}
+    )
+    sizes = mapping(data.get("split_sizes"))
+    skipped = [mapping(item) for item in data.get("skipped") or []]
+    return {
+        "source": str(data.get("source", "")),
+        "fingerprint": str(data.get("fingerprint", "")),
+        "classes": classes,
+        "sizes": [(s, count(n)) for s, n in sizes.items()],
+        "total": count(sum(n for n in sizes.values() if _finite(n))) if sizes else MISSING,
+        "distribution_src": data_uri(figures.class_distribution(counts, classes))
+        if counts and classes
+        else None,
+        "skipped": [
+            {"path": str(s.get("path", "")), "reason": str(s.get("reason", ""))} for s in skipped
+        ],
+        "ignored": count(data.get("ignored", 0)),
+        "duplicates": count(data.get("duplicates", 0)),
+        "warnings": [str(w) for w in data.get("warnings") or []],
+    }
+
+
+def run_info(run: RunFiles) -> dict[str, list[tuple[str, str]]]:
+    manifest = run.manifest
+    model = mapping(manifest.get("model"))
+    general = [
+        ("device", manifest.get("device")),
+        ("seed", manifest.get("seed")),
+        ("cnnlab", manifest.get("cnnlab")),
+        ("started", manifest.get("started")),
+        ("finished", manifest.get("finished")),
+        ("epochs run", manifest.get("epochs_run")),
+        ("stopped early", _yes_no(manifest.get("stopped_early"))),
+        ("total params", _count_or_none(model.get("total_params"))),
+        ("trainable params", _count_or_none(model.get("trainable_params"))),
+        ("non-trainable params", _count_or_none(model.get("non_trainable_params"))),
+    ]
+    return {
+        "general": [(k, str(v)) for k, v in general if v is not None and v != ""],
+        "versions": [(k, str(v)) for k, v in mapping(manifest.get("versions")).items()],
+        "timings": [
+            (k.removesuffix("_s"), seconds(v)) for k, v in mapping(manifest.get("timings")).items()
+        ],
+    }
+
+
+def model_name(run: RunFiles) -> str:
+    name = mapping(run.manifest.get("model")).get("name") or mapping(run.config.get("model")).get(
+        "name"
+    )
+    return str(name) if name else "layer list"
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _square(matrix: Any) -> bool:
+    return (
+        isinstance(matrix, Sequence)
+        and len(matrix) > 0
+        and all(isinstance(row, Sequence) and len(row) == len(matrix) for row in matrix)
+    )
+
+
+def _yes_no(value: Any) -> str | None:
+    return None if value is None else ("yes" if value else "no")
+
+
+def _count_or_none(value: Any) -> str | None:
+    return count(value) if _finite(value) else None

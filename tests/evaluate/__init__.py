@@ -1,0 +1,1 @@
+"""Tests of cnnlab.evaluate: metrics and inference."""

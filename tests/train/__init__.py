@@ -1,0 +1,1 @@
+"""Tests of cnnlab.train: optimisers, schedules, the objective, the loop and its callbacks."""
