@@ -108,18 +108,15 @@ def prepare(
     output: Path | None = typer.Option(None, help="Parent folder of the run folder (output.dir)."),
 ) -> None:
     """Check, split and decode an experiment's data (cached); write the run folder's data part."""
-    from cnnlab.atomic import write_text
     from cnnlab.config_io import load_experiment
     from cnnlab.data.pipeline import load_data
     from cnnlab.inspect_view import print_splits
-    from cnnlab.runfolder import new_run_folder, write_config, write_json
+    from cnnlab.runfolder import new_run_folder, record_data
 
     experiment = load_experiment(config, set_)
     data = load_data(experiment.data, experiment.seed)
     folder = new_run_folder(output or experiment.output.dir, experiment.output.name or config.stem)
-    write_config(folder, experiment)
-    write_json(folder / "health.json", data.health.to_json())
-    write_text(folder / "split.csv", data.manifest)
+    record_data(folder, experiment, data)
     print_splits(out, data)
     out.print(f"Run folder: {folder}")
 

@@ -25,10 +25,9 @@ from cnnlab.record import (
     data_manifest,
     now,
     versions,
-    write_metrics,
     write_predictions,
 )
-from cnnlab.runfolder import write_config, write_json
+from cnnlab.runfolder import record_data, write_json
 from cnnlab.train.callbacks import BestWeights, Checkpoint, EarlyStopping, EpochLine, TrainState
 from cnnlab.train.checkpoint import load_state, load_weights, restore_rng
 from cnnlab.train.loop import Trainee, fit
@@ -91,7 +90,7 @@ def run_experiment(
     clock = time.perf_counter()
     load_weights(model, folder / WEIGHTS)  # evaluate the kept (best) weights
     metrics, predicted = evaluate_all(trainee, data, cfg, device)
-    write_metrics(folder / "metrics.json", metrics)
+    write_json(folder / "metrics.json", metrics)
     write_predictions(folder / "predictions.csv", predicted)
     timings["evaluate_s"] = time.perf_counter() - clock
 
@@ -127,12 +126,6 @@ def refuse_unsupported_augmentation(augment: AugmentConfig) -> None:
                 f"augment.{key}: random augmentation is not available in this version yet; "
                 "remove it (only augment.rescale is applied)"
             )
-
-
-def record_data(folder: Path, cfg: Experiment, data: Data) -> None:
-    write_config(folder, cfg)
-    write_json(folder / "health.json", data.health.to_json())
-    write_text(folder / "split.csv", data.manifest)
 
 
 def make_trainee(

@@ -14,7 +14,6 @@ import numpy as np
 
 from cnnlab.atomic import write_text
 from cnnlab.data.pipeline import Data, Split
-from cnnlab.runfolder import write_json
 from cnnlab.train.callbacks import Callback, TrainState
 
 HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds")
@@ -99,10 +98,6 @@ def write_predictions(path: Path, predicted: dict[str, tuple[Split, np.ndarray]]
                 ]
             )
     write_text(path, out.getvalue())
-
-
-def write_metrics(path: Path, metrics: dict[str, Any]) -> None:
-    write_json(path, metrics)
 
 
 def _cell(value: float | int | None) -> str:

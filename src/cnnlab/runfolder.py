@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from cnnlab.atomic import write_text
 from cnnlab.config import Experiment
+
+if TYPE_CHECKING:
+    from cnnlab.data.pipeline import Data
 
 
 def new_run_folder(parent: Path, name: str) -> Path:
@@ -29,6 +32,13 @@ def write_config(folder: Path, experiment: Experiment) -> None:
     """The resolved experiment, every default filled in, loadable with `cnnlab run`."""
     resolved = experiment.model_dump(mode="json")
     write_text(folder / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
+
+
+def record_data(folder: Path, experiment: Experiment, data: Data) -> None:
+    """The data half of a run folder: resolved config, health check, split manifest."""
+    write_config(folder, experiment)
+    write_json(folder / "health.json", data.health.to_json())
+    write_text(folder / "split.csv", data.manifest)
 
 
 def write_json(path: Path, payload: Any) -> None:
