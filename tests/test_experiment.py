@@ -248,18 +248,30 @@ def test_sigmoid_head_trains_and_predicts_both_classes(tmp_path, two_shapes):
 # --- resume --------------------------------------------------------------------------------------
 
 
-def resumable_config(tmp_path: Path, source: Path) -> Path:
+def resumable_config(tmp_path: Path, source: Path, augment: dict | None = None) -> Path:
     two_class_layers = [*SOFTMAX_LAYERS[:-1], {"Dense": {"units": 2, "activation": "softmax"}}]
     return experiment_file(
         tmp_path / "resume.yaml",
         source,
         two_class_layers,
         train={"deterministic": True, "device": "cpu"},
+        augment=augment or {},
     )
 
 
-def test_resumed_run_equals_an_uninterrupted_run_bitwise(tmp_path, two_shapes):
-    config = resumable_config(tmp_path, two_shapes)
+# Random augmentation too: Keras transforms, kornia ops and MixUp draw from seeded generators
+# and torch's global state, all of which a resumed run must replay.
+AUGMENTED = {
+    "preset": "s1",
+    "random_erasing": 0.5,
+    "color_jitter": [0.2, 0.2, 0, 0],
+    "mixup_alpha": 0.4,
+}
+
+
+@pytest.mark.parametrize("augment", [None, AUGMENTED], ids=["plain", "augmented"])
+def test_resumed_run_equals_an_uninterrupted_run_bitwise(tmp_path, two_shapes, augment):
+    config = resumable_config(tmp_path, two_shapes, augment)
     stopped, whole = tmp_path / "stopped", tmp_path / "whole"
 
     first = run_cli("run", str(config), "--output", str(stopped), "--set", "train.epochs=2")

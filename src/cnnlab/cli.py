@@ -98,6 +98,42 @@ def run(
     out.print(f"Report: {result.report}")
 
 
+@app.command("augment-preview")
+@user_errors
+def augment_preview(
+    config: Path = typer.Argument(..., help="Experiment YAML file with an augment section."),
+    out_path: Path = typer.Option(..., "--out", help="Where to write the PNG grid."),
+    images: int = typer.Option(4, min=1, help="Training images shown (one row each)."),
+    versions: int = typer.Option(8, min=1, help="Augmented versions per image."),
+    set_: list[str] = typer.Option(
+        [], "--set", help="Override a key: --set augment.zoom_range=0.3"
+    ),
+) -> None:
+    """Write a grid of training images and augmented versions of each."""
+    import torch
+
+    from cnnlab.atomic import atomic_path
+    from cnnlab.augment.normalize import fit_normalization
+    from cnnlab.augment.pipeline import TrainTransform
+    from cnnlab.augment.preview import preview_grid
+    from cnnlab.config_io import load_experiment
+    from cnnlab.data.pipeline import load_data
+    from cnnlab.train.runtime import memory_format, select_device
+
+    experiment = load_experiment(config, set_)
+    train = load_data(experiment.data, experiment.seed).splits["train"]
+    device = select_device(experiment.train.device)
+    normalization = fit_normalization(experiment.augment, train.images)
+    transform = TrainTransform(
+        experiment.augment, normalization, memory_format(device), experiment.seed, device
+    )
+    chosen = torch.randperm(len(train), generator=torch.Generator().manual_seed(experiment.seed))
+    grid = preview_grid(train.images[chosen[:images].sort().values.numpy()], transform, versions)
+    with atomic_path(out_path) as temp:
+        temp.write_bytes(grid)
+    out.print(f"Wrote {out_path}: {images} images x {versions} augmented versions")
+
+
 @app.command()
 @user_errors
 def prepare(

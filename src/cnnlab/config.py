@@ -99,12 +99,17 @@ class DataConfig(Section):
 
 
 class AugmentConfig(Section):
-    """Keras ImageDataGenerator's parameters, same names and meanings."""
+    """Keras ImageDataGenerator's parameters, same names and meanings, plus modern ones.
+
+    Random operations apply to training batches only; evaluation and prediction see only the
+    deterministic part (rescale and normalisation).
+    """
 
     preset: str | None = None  # a registered preset (s0, s1, s2); keys below override it
     rotation_range: NonNegativeFloat = 0.0  # degrees
-    width_shift_range: NonNegativeFloat = 0.0  # fraction of the width, or pixels when >= 1
-    height_shift_range: NonNegativeFloat = 0.0
+    # A fraction of the size, or pixels when >= 1 (an integer draws whole pixels, as Keras).
+    width_shift_range: NonNegativeInt | NonNegativeFloat = 0.0
+    height_shift_range: NonNegativeInt | NonNegativeFloat = 0.0
     shear_range: NonNegativeFloat = 0.0  # degrees, as Keras
     zoom_range: NonNegativeFloat | tuple[PositiveFloat, PositiveFloat] = 0.0
     horizontal_flip: bool = False
@@ -118,6 +123,31 @@ class AugmentConfig(Section):
     featurewise_std_normalization: bool = False
     samplewise_center: bool = False
     samplewise_std_normalization: bool = False
+    # Modern operations, after rescale, on values in 0..1.
+    random_resized_crop: tuple[PositiveFloat, PositiveFloat] | None = None  # scale, e.g. [0.08, 1]
+    randaugment: tuple[PositiveInt, NonNegativeInt] | None = None  # [ops, magnitude 0..30]
+    trivialaugment: bool = False
+    color_jitter: (
+        tuple[NonNegativeFloat, NonNegativeFloat, NonNegativeFloat, NonNegativeFloat] | None
+    ) = None  # brightness, contrast, saturation, hue
+    random_erasing: float = Field(0.0, ge=0.0, le=1.0)  # probability per image
+    mixup_alpha: NonNegativeFloat = 0.0  # Beta(alpha, alpha) mixing weight; 0 = off
+    cutmix_alpha: NonNegativeFloat = 0.0  # with mixup too, each batch picks one of them
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, data: Any) -> Any:
+        """A preset's keys first, then the file's own keys over them."""
+        if not isinstance(data, dict) or data.get("preset") is None:
+            return data
+        from cnnlab.augment.presets import AUGMENT_PRESETS
+        from cnnlab.errors import ConfigError
+
+        try:
+            name = AUGMENT_PRESETS.resolve(data["preset"])
+        except ConfigError as err:
+            raise ValueError(str(err)) from None
+        return {**AUGMENT_PRESETS.get(name), **data, "preset": name}
 
     @field_validator("rescale", mode="before")
     @classmethod
@@ -176,6 +206,7 @@ class TrainConfig(Section):
 
 class EvaluateConfig(Section):
     top_k: PositiveInt = 5  # reported when there are more than k classes
+    tta: bool = False  # test-time augmentation: average the predictions of image and mirror
     batch_size: PositiveInt = 256  # inference only: larger is faster and changes nothing
 
 

@@ -13,7 +13,9 @@ import yaml
 from rich.console import Console
 
 from cnnlab.atomic import write_text
-from cnnlab.config import AugmentConfig, Experiment
+from cnnlab.augment.normalize import fit_normalization
+from cnnlab.augment.pipeline import EvalTransform, TrainTransform
+from cnnlab.config import Experiment
 from cnnlab.data.batches import DeviceBatches
 from cnnlab.data.pipeline import Data, load_data
 from cnnlab.errors import ConfigError
@@ -37,6 +39,7 @@ from cnnlab.train.runtime import memory_format, seed_everything, select_device, 
 
 WEIGHTS = "model.safetensors"
 SHOWN_MISTAKES = 32
+PREVIEW_IMAGES = 4
 
 
 @dataclass
@@ -52,7 +55,6 @@ def run_experiment(
     console = console or Console()
     timings: dict[str, float] = {}
     started, clock = now(), time.perf_counter()
-    refuse_unsupported_augmentation(cfg.augment)
     device = select_device(cfg.train.device)
     set_deterministic(cfg.train.deterministic)
     seed_everything(cfg.seed)
@@ -65,6 +67,7 @@ def run_experiment(
     write_text(folder / "summary.txt", format_summary(model, data.input_shape) + "\n")
     model = model.to(device, memory_format=memory_format(device))
     trainee = make_trainee(model, cfg, data, device)
+    trainee.preprocess.normalization.save(folder / "normalization.json")
     state = restore(folder, trainee) if resume else TrainState()
 
     clock = time.perf_counter()
@@ -113,19 +116,8 @@ def run_experiment(
             "stop_reason": state.stop_reason,
         },
     )
-    report = write_report(folder, data, predicted)
+    report = write_report(folder, data, predicted, trainee.augment)
     return RunResult(folder, metrics, report)
-
-
-def refuse_unsupported_augmentation(augment: AugmentConfig) -> None:
-    """Random augmentation is not in this version yet: say so rather than silently ignore it."""
-    defaults = AugmentConfig()
-    for key in type(augment).model_fields:
-        if key != "rescale" and getattr(augment, key) != getattr(defaults, key):
-            raise ConfigError(
-                f"augment.{key}: random augmentation is not available in this version yet; "
-                "remove it (only augment.rescale is applied)"
-            )
 
 
 def make_trainee(
@@ -140,15 +132,17 @@ def make_trainee(
     objective = Objective(
         getattr(model, "head_activation", None), outputs, cfg.train.label_smoothing
     )
-    scale = (
-        cfg.augment.rescale if cfg.augment.rescale is not None else 1 / 255
-    )  # Keras scripts' 1/255
     layout = memory_format(device)
-
-    def preprocess(images: torch.Tensor) -> torch.Tensor:
-        return images.float().mul_(scale).contiguous(memory_format=layout)
-
-    return Trainee(model, optimizer, schedule, objective, preprocess)
+    normalization = fit_normalization(cfg.augment, data.splits["train"].images)
+    augment = TrainTransform(cfg.augment, normalization, layout, cfg.seed, device)
+    return Trainee(
+        model,
+        optimizer,
+        schedule,
+        objective,
+        EvalTransform(normalization, layout),
+        None if augment.is_identity else augment,
+    )
 
 
 def restore(folder: Path, trainee: Trainee) -> TrainState:
@@ -205,7 +199,12 @@ def evaluate_all(trainee: Trainee, data: Data, cfg: Experiment, device: torch.de
     for name, split in data.splits.items():
         batches = eval_batches(data, name, cfg, device)
         result = infer(
-            trainee.model, batches, trainee.objective, trainee.preprocess, keep_probabilities=True
+            trainee.model,
+            batches,
+            trainee.objective,
+            trainee.preprocess,
+            keep_probabilities=True,
+            tta=cfg.evaluate.tta,
         )
         probabilities = result.probabilities.numpy()
         metrics[name] = split_metrics(
@@ -226,7 +225,8 @@ def model_manifest(cfg: Experiment, model: torch.nn.Module) -> dict[str, Any]:
     }
 
 
-def write_report(folder: Path, data: Data, predicted) -> Path:
+def write_report(folder: Path, data: Data, predicted, augment: TrainTransform | None) -> Path:
+    from cnnlab.augment.preview import preview_grid
     from cnnlab.report import Misclassified, render_report
 
     name = "test" if "test" in predicted else ("val" if "val" in predicted else None)
@@ -242,7 +242,10 @@ def write_report(folder: Path, data: Data, predicted) -> Path:
             confidence=[float(probabilities[i, best[i]]) for i in wrong],
             paths=[split.paths[i] for i in wrong],
         )
-    return render_report(folder, mistakes)
+    grid = None
+    if augment is not None:  # the same preview as `cnnlab augment-preview`
+        grid = preview_grid(data.splits["train"].images[:PREVIEW_IMAGES], augment)
+    return render_report(folder, mistakes, grid)
 
 
 def resume_check(folder: Path, cfg: Experiment) -> None:

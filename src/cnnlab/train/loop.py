@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 
@@ -34,7 +35,26 @@ class Trainee:
     optimizer: torch.optim.Optimizer
     schedule: torch.optim.lr_scheduler.LRScheduler
     objective: Objective
-    preprocess: Preprocess  # uint8 batch -> model input (augmentation goes here)
+    preprocess: Preprocess  # uint8 batch -> model input, deterministic (validation)
+    augment: Augment | None = None  # uint8 batch -> augmented model input (training)
+
+    @property
+    def train_transform(self) -> Preprocess:
+        return self.augment if self.augment is not None else self.preprocess
+
+
+class Augment(Protocol):
+    """Training-time augmentation: random per batch, reseeded per epoch, maybe mixing."""
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor: ...
+
+    def begin_epoch(self, epoch: int) -> None: ...
+
+    def mixes(self) -> bool: ...
+
+    def mix(
+        self, inputs: torch.Tensor, labels: torch.Tensor, num_classes: int
+    ) -> tuple[torch.Tensor, torch.Tensor]: ...
 
 
 def fit(
@@ -53,6 +73,8 @@ def fit(
         if state.stop:
             break
         started = time.perf_counter()
+        if trainee.augment is not None:
+            trainee.augment.begin_epoch(epoch)
         with progress_bar(f"Epoch {epoch + 1}/{epochs}", total=steps) as advance:
             loss, accuracy = train_epoch(
                 trainee, train.epoch(epoch, steps_per_epoch), epoch, advance
@@ -82,10 +104,15 @@ def train_epoch(trainee: Trainee, batches, epoch: int, advance) -> tuple[float, 
     totals = torch.zeros(3, device=device, dtype=torch.float64)
     position = torch.zeros((), device=device, dtype=torch.float64)
     first_bad = torch.full((), -1.0, device=device, dtype=torch.float64)
+    transform, augment = trainee.train_transform, trainee.augment
+    mixing = augment is not None and augment.mixes()
     for images, labels in batches:
+        inputs, targets = transform(images), labels
+        if mixing:  # MixUp/CutMix: soft targets, the loss follows them
+            inputs, targets = augment.mix(inputs, labels, objective.num_targets)
         with autocast(device):
-            logits = model(trainee.preprocess(images))
-        loss = objective.loss(logits, labels)
+            logits = model(inputs)
+        loss = objective.loss(logits, targets)
         trainee.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         trainee.optimizer.step()

@@ -1,0 +1,1 @@
+"""Batched augmentation: Keras-equivalent transforms, modern policies, normalisation."""

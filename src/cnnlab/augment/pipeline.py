@@ -1,0 +1,86 @@
+"""From a uint8 batch to the model's input: random augmentation for training, none otherwise.
+
+Training: Keras's random transforms (on raw 0..255 values, as Keras applies them before
+`standardize`), rescale, the modern operations (on 0..1 values), the rest of the
+normalisation, and MixUp/CutMix in the loop, where the labels are.
+Evaluation and prediction: normalisation only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import torch
+
+from cnnlab.augment.keras import KerasAugmenter, KerasParams
+from cnnlab.augment.modern import ModernAugmenter, ModernParams, mix
+from cnnlab.augment.normalize import Normalization
+from cnnlab.config import AugmentConfig
+
+
+def modern_params(cfg: AugmentConfig) -> ModernParams:
+    return ModernParams(
+        random_resized_crop=cfg.random_resized_crop,
+        randaugment=cfg.randaugment,
+        trivialaugment=cfg.trivialaugment,
+        color_jitter=cfg.color_jitter,
+        random_erasing=cfg.random_erasing,
+        mixup_alpha=cfg.mixup_alpha,
+        cutmix_alpha=cfg.cutmix_alpha,
+    )
+
+
+class EvalTransform:
+    """Deterministic: normalisation and memory layout only."""
+
+    def __init__(self, normalization: Normalization, layout: torch.memory_format):
+        self.normalization, self.layout = normalization, layout
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return self.normalization(images).contiguous(memory_format=self.layout)
+
+
+class TrainTransform(EvalTransform):
+    """Random per-sample augmentation of whole batches on their device, seeded per epoch."""
+
+    def __init__(
+        self,
+        cfg: AugmentConfig,
+        normalization: Normalization,
+        layout: torch.memory_format,
+        seed: int,
+        device: torch.device,
+    ):
+        super().__init__(normalization, layout)
+        self.keras = KerasParams.from_config(cfg)
+        self.modern = modern_params(cfg)
+        self.keras_augment = None if self.keras.is_identity else KerasAugmenter(self.keras)
+        self.modern_augment = None if self.modern.is_identity else ModernAugmenter(self.modern)
+        self.seed, self.generator = seed, torch.Generator(device=device)
+        self.begin_epoch(0)
+
+    @property
+    def is_identity(self) -> bool:
+        return self.keras_augment is None and self.modern_augment is None
+
+    def begin_epoch(self, epoch: int) -> None:
+        """Each epoch's draws depend only on (seed, epoch), so a resumed run repeats them."""
+        key = hashlib.blake2b(f"cnnlab.augment:{self.seed}:{epoch}".encode(), digest_size=8)
+        self.generator.manual_seed(int.from_bytes(key.digest(), "little") >> 1)
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.float()
+        if self.keras_augment is not None:
+            x = self.keras_augment(x, self.generator)
+        x = self.normalization.scale(x)
+        if self.modern_augment is not None:  # they expect values in 0..1 (rescale 1/255)
+            x = self.modern_augment(x)
+        return self.normalization.standardize(x).contiguous(memory_format=self.layout)
+
+    def mixes(self) -> bool:
+        return self.modern.mixup_alpha > 0 or self.modern.cutmix_alpha > 0
+
+    def mix(
+        self, inputs: torch.Tensor, labels: torch.Tensor, num_classes: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return mix(inputs, labels, num_classes, self.modern, self.generator)
