@@ -32,3 +32,17 @@ bench: $(STAMP)
 
 clean-venv:
 	rm -rf $(VENV)
+
+# The peers' environment for bench/augment.py: Keras's ImageDataGenerator (TensorFlow, CPU build)
+# lives apart from .venv so it never touches the project's own dependencies.
+BENCH_VENV := .venv-bench
+BENCH_STAMP := $(BENCH_VENV)/.installed
+.PHONY: bench-env
+
+bench-env: $(BENCH_STAMP)
+
+$(BENCH_STAMP):
+	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install -q --upgrade pip
+	$(BENCH_VENV)/bin/python -m pip install -q keras tensorflow-cpu numpy scipy pillow
+	touch $(BENCH_STAMP)

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cnnlab.augment.modern import ModernAugmenter, ModernParams, flip_tta, mix, soft_cross_entropy
+from cnnlab.augment.modern import ModernAugmenter, ModernParams, mix
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -192,53 +192,30 @@ def test_mix_for_a_sigmoid_head_gives_two_columns_summing_to_one() -> None:
     assert ((targets[:, 1] >= 0) & (targets[:, 1] <= 1)).all()
 
 
-def test_soft_cross_entropy_equals_cross_entropy_for_one_hot_targets() -> None:
-    torch.manual_seed(0)
-    logits = torch.randn(6, 5, device=DEVICE)
-    labels = torch.tensor([0, 4, 2, 2, 1, 3], device=DEVICE)
-    soft = soft_cross_entropy(logits, F.one_hot(labels, 5).float())
-    torch.testing.assert_close(soft, F.cross_entropy(logits, labels))
-
-
-def test_flip_tta_averages_the_image_and_its_mirror() -> None:
-    def left_or_right(images: torch.Tensor) -> torch.Tensor:
-        half = images.shape[-1] // 2
-        left, right = images[..., :half].mean((1, 2, 3)), images[..., half:].mean((1, 2, 3))
-        return torch.stack([left, right], 1).softmax(1)
-
-    images = torch.zeros(2, 3, 8, 8, device=DEVICE)
-    images[..., :4] = 1.0  # bright on the left: the model says "left" for it, "right" mirrored
-    single = left_or_right(images)
-    assert single[0, 0] > 0.7
-    averaged = flip_tta(left_or_right, images)
-    torch.testing.assert_close(averaged, torch.full((2, 2), 0.5, device=DEVICE))
-    torch.testing.assert_close(averaged, (single + left_or_right(images.flip(-1))) / 2)
-
-
 def test_autoaugment_ops_match_torchvision_within_rounding() -> None:
     tv = pytest.importorskip("torchvision.transforms.v2.functional")
-    from cnnlab.augment import modern
+    from cnnlab.augment import policies
 
     u8 = (torch.rand(4, 3, 17, 23, generator=torch.Generator().manual_seed(0)) * 200 + 20).byte()
     images = u8.float() / 255
     cases = [  # (op, signed level, torchvision equivalent on uint8 at RandAugment's scale)
-        (modern.BRIGHTNESS, 0.5, lambda t: tv.adjust_brightness(t, 1.45)),
-        (modern.COLOR, -0.5, lambda t: tv.adjust_saturation(t, 0.55)),
-        (modern.CONTRAST, 0.5, lambda t: tv.adjust_contrast(t, 1.45)),
-        (modern.SHARPNESS, 0.5, lambda t: tv.adjust_sharpness(t, 1.45)),
-        (modern.POSTERIZE, 0.5, lambda t: tv.posterize(t, 6)),
-        (modern.SOLARIZE, 0.5, lambda t: tv.solarize(t, 127.5)),
-        (modern.AUTOCONTRAST, 0.0, tv.autocontrast),
-        (modern.EQUALIZE, 0.0, tv.equalize),
+        (policies.BRIGHTNESS, 0.5, lambda t: tv.adjust_brightness(t, 1.45)),
+        (policies.COLOR, -0.5, lambda t: tv.adjust_saturation(t, 0.55)),
+        (policies.CONTRAST, 0.5, lambda t: tv.adjust_contrast(t, 1.45)),
+        (policies.SHARPNESS, 0.5, lambda t: tv.adjust_sharpness(t, 1.45)),
+        (policies.POSTERIZE, 0.5, lambda t: tv.posterize(t, 6)),
+        (policies.SOLARIZE, 0.5, lambda t: tv.solarize(t, 127.5)),
+        (policies.AUTOCONTRAST, 0.0, tv.autocontrast),
+        (policies.EQUALIZE, 0.0, tv.equalize),
     ]
     for op, level, reference in cases:
-        ours = modern._apply_ops(
-            images, torch.full((4,), op), torch.full((4,), level), modern._RANDAUGMENT
+        ours = policies._apply_ops(
+            images, torch.full((4,), op), torch.full((4,), level), policies._RANDAUGMENT
         )
         expected = reference(u8).float() / 255
         assert (ours - expected).abs().max() <= 1.5 / 255, op  # torchvision rounds to uint8
-    rotated = modern._apply_ops(
-        images, torch.full((4,), modern.ROTATE), torch.full((4,), 0.5), modern._RANDAUGMENT
+    rotated = policies._apply_ops(
+        images, torch.full((4,), modern.ROTATE), torch.full((4,), 0.5), policies._RANDAUGMENT
     )
     expected = tv.affine(
         images,
@@ -252,14 +229,14 @@ def test_autoaugment_ops_match_torchvision_within_rounding() -> None:
 
 
 def test_each_image_gets_its_own_op_within_one_batch() -> None:
-    from cnnlab.augment import modern
+    from cnnlab.augment import policies
 
     images = textured(14, 3, size=16)
     ops = torch.arange(14, device=DEVICE)  # a different op for every image
     level = torch.full((14,), 0.6, device=DEVICE)
-    together = modern._apply_ops(images, ops, level, modern._RANDAUGMENT)
+    together = policies._apply_ops(images, ops, level, policies._RANDAUGMENT)
     for i in range(14):
-        alone = modern._apply_ops(images, torch.full_like(ops, i), level, modern._RANDAUGMENT)
+        alone = policies._apply_ops(images, torch.full_like(ops, i), level, policies._RANDAUGMENT)
         torch.testing.assert_close(together[i], alone[i], atol=0, rtol=0)
 
 
@@ -282,7 +259,7 @@ def test_augment_and_mix_do_not_synchronise_with_the_host() -> None:
         for augment in augmenters:
             images = augment(images)
         mixed, targets = mix(images, labels, 8, everything, generator)
-        return soft_cross_entropy(mixed.flatten(1)[:, :8], targets)
+        return F.cross_entropy(mixed.flatten(1)[:, :8], targets)  # probability targets
 
     for channels in (1, 3):
         images = textured(8, channels)
