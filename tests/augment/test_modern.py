@@ -215,7 +215,7 @@ def test_autoaugment_ops_match_torchvision_within_rounding() -> None:
         expected = reference(u8).float() / 255
         assert (ours - expected).abs().max() <= 1.5 / 255, op  # torchvision rounds to uint8
     rotated = policies._apply_ops(
-        images, torch.full((4,), modern.ROTATE), torch.full((4,), 0.5), policies._RANDAUGMENT
+        images, torch.full((4,), policies.ROTATE), torch.full((4,), 0.5), policies._RANDAUGMENT
     )
     expected = tv.affine(
         images,
