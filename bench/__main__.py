@@ -1,4 +1,5 @@
-"""`python -m bench`: run every benchmark, print each table, write bench/out/<name>.{md,json}."""
+"""`python -m bench [NAME ...]`: run the benchmarks (all by default), print each table, write
+bench/out/<name>.{md,json}."""
 
 from __future__ import annotations
 
@@ -6,12 +7,28 @@ import argparse
 import sys
 from pathlib import Path
 
-from bench import cats_vs_dogs, decode_cache
+import torch
+
+from bench import augment, cats_vs_dogs, decode_cache
 from bench.common import DATASETS, DEFAULT_OUT
+
+BENCHMARKS = ("decode_cache", "augment")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument(
+        "names", nargs="*", metavar="NAME", help=f"benchmarks to run: {', '.join(BENCHMARKS)}"
+    )
+    parser.add_argument(
+        "--only", action="append", default=[], metavar="NAME", help="the same, as an option"
+    )
+    parser.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="augment: cuda adds the CUDA rows to the CPU ones; auto (default) when available",
+    )
     parser.add_argument(
         "--quick",
         action="store_true",
@@ -34,19 +51,34 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--repeats must be at least 1, got {args.repeats}")
     if args.out is None:
         args.out = DEFAULT_OUT / "quick" if args.quick else DEFAULT_OUT
+    chosen = args.names + args.only
+    unknown = [name for name in chosen if name not in BENCHMARKS]
+    if unknown:
+        parser.error(f"unknown benchmark {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}")
+    args.benchmarks = [name for name in BENCHMARKS if name in chosen] or list(BENCHMARKS)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: CUDA is not available here")
+    cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
+    args.devices = ("cpu", "cuda") if cuda else ("cpu",)
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     dataset = args.datasets / "cats_vs_dogs"
-    absent = cats_vs_dogs.missing(dataset)
+    absent = cats_vs_dogs.missing(dataset) if "decode_cache" in args.benchmarks else []
     if absent:
         print(f"error: missing {', '.join(map(str, absent))}", file=sys.stderr)
         return 2
-    result = decode_cache.run(dataset, args.out, repeats=args.repeats, quick=args.quick)
-    print(result.markdown)
-    print("wrote " + ", ".join(str(path) for path in result.files))
+    for name in args.benchmarks:
+        if name == "decode_cache":
+            result = decode_cache.run(dataset, args.out, repeats=args.repeats, quick=args.quick)
+        else:
+            result = augment.run(
+                args.out, repeats=args.repeats, quick=args.quick, devices=args.devices
+            )
+        print(result.markdown)
+        print("wrote " + ", ".join(str(path) for path in result.files))
     return 0
 
 
