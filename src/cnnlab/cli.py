@@ -110,25 +110,18 @@ def augment_preview(
     ),
 ) -> None:
     """Write a grid of training images and augmented versions of each."""
-    import torch
-
     from cnnlab.atomic import atomic_path
-    from cnnlab.augment.normalize import fit_normalization
-    from cnnlab.augment.pipeline import TrainTransform
-    from cnnlab.augment.preview import preview_grid
+    from cnnlab.augment.pipeline import build_transforms
+    from cnnlab.augment.preview import split_preview
     from cnnlab.config_io import load_experiment
     from cnnlab.data.pipeline import load_data
-    from cnnlab.train.runtime import memory_format, select_device
+    from cnnlab.train.runtime import select_device
 
     experiment = load_experiment(config, set_)
     train = load_data(experiment.data, experiment.seed).splits["train"]
     device = select_device(experiment.train.device)
-    normalization = fit_normalization(experiment.augment, train.images)
-    transform = TrainTransform(
-        experiment.augment, normalization, memory_format(device), experiment.seed, device
-    )
-    chosen = torch.randperm(len(train), generator=torch.Generator().manual_seed(experiment.seed))
-    grid = preview_grid(train.images[chosen[:images].sort().values.numpy()], transform, versions)
+    transform, _ = build_transforms(experiment.augment, train.images, experiment.seed, device)
+    grid = split_preview(train.images, transform, experiment.seed, images, versions)
     with atomic_path(out_path) as temp:
         temp.write_bytes(grid)
     out.print(f"Wrote {out_path}: {images} images x {versions} augmented versions")

@@ -71,8 +71,7 @@ def run_demo(folder: Path, console: Console) -> list[Path]:
         run_folder = new_run_folder(folder / "runs", f"digits-{name}")
         console.print(f"\n[bold]{name}[/] → {run_folder}")
         result = run_experiment(experiment, run_folder, console=console)
-        manifest = yaml.safe_load((run_folder / "manifest.json").read_text(encoding="utf-8"))
-        test = result.metrics["test"]
+        manifest, test = result.manifest, result.metrics["test"]
         table.add_row(
             name,
             f"{manifest['model']['trainable_params']:,}",

@@ -13,8 +13,7 @@ import yaml
 from rich.console import Console
 
 from cnnlab.atomic import write_text
-from cnnlab.augment.normalize import fit_normalization
-from cnnlab.augment.pipeline import EvalTransform, TrainTransform
+from cnnlab.augment.pipeline import TrainTransform, build_transforms
 from cnnlab.config import Experiment
 from cnnlab.data.batches import DeviceBatches
 from cnnlab.data.pipeline import Data, load_data
@@ -39,13 +38,13 @@ from cnnlab.train.runtime import memory_format, seed_everything, select_device, 
 
 WEIGHTS = "model.safetensors"
 SHOWN_MISTAKES = 32
-PREVIEW_IMAGES = 4
 
 
 @dataclass
 class RunResult:
     folder: Path
     metrics: dict[str, Any]
+    manifest: dict[str, Any]
     report: Path | None
 
 
@@ -97,27 +96,26 @@ def run_experiment(
     write_predictions(folder / "predictions.csv", predicted)
     timings["evaluate_s"] = time.perf_counter() - clock
 
-    write_json(
-        folder / "manifest.json",
-        {
-            "cnnlab": versions()["cnnlab"],
-            "versions": versions(),
-            "device": str(device),
-            "seed": cfg.seed,
-            "deterministic": cfg.train.deterministic,
-            "started": started,
-            "finished": now(),
-            "timings": timings,
-            "model": model_manifest(cfg, model),
-            "data": data_manifest(data),
-            "epochs_run": state.epoch,
-            "best_epoch": state.best_epoch,
-            "stopped_early": state.stop,
-            "stop_reason": state.stop_reason,
-        },
-    )
-    report = write_report(folder, data, predicted, trainee.augment)
-    return RunResult(folder, metrics, report)
+    library_versions = versions()
+    manifest = {
+        "cnnlab": library_versions["cnnlab"],
+        "versions": library_versions,
+        "device": str(device),
+        "seed": cfg.seed,
+        "deterministic": cfg.train.deterministic,
+        "started": started,
+        "finished": now(),
+        "timings": timings,
+        "model": model_manifest(cfg, model),
+        "data": data_manifest(data),
+        "epochs_run": state.epoch,
+        "best_epoch": state.best_epoch,
+        "stopped_early": state.stop,
+        "stop_reason": state.stop_reason,
+    }
+    write_json(folder / "manifest.json", manifest)
+    report = write_report(folder, data, predicted, trainee.augment, cfg.seed)
+    return RunResult(folder, metrics, manifest, report)
 
 
 def make_trainee(
@@ -132,16 +130,9 @@ def make_trainee(
     objective = Objective(
         getattr(model, "head_activation", None), outputs, cfg.train.label_smoothing
     )
-    layout = memory_format(device)
-    normalization = fit_normalization(cfg.augment, data.splits["train"].images)
-    augment = TrainTransform(cfg.augment, normalization, layout, cfg.seed, device)
+    augment, evaluate = build_transforms(cfg.augment, data.splits["train"].images, cfg.seed, device)
     return Trainee(
-        model,
-        optimizer,
-        schedule,
-        objective,
-        EvalTransform(normalization, layout),
-        None if augment.is_identity else augment,
+        model, optimizer, schedule, objective, evaluate, None if augment.is_identity else augment
     )
 
 
@@ -225,8 +216,10 @@ def model_manifest(cfg: Experiment, model: torch.nn.Module) -> dict[str, Any]:
     }
 
 
-def write_report(folder: Path, data: Data, predicted, augment: TrainTransform | None) -> Path:
-    from cnnlab.augment.preview import preview_grid
+def write_report(
+    folder: Path, data: Data, predicted, augment: TrainTransform | None, seed: int
+) -> Path:
+    from cnnlab.augment.preview import split_preview
     from cnnlab.report import Misclassified, render_report
 
     name = "test" if "test" in predicted else ("val" if "val" in predicted else None)
@@ -244,7 +237,7 @@ def write_report(folder: Path, data: Data, predicted, augment: TrainTransform | 
         )
     grid = None
     if augment is not None:  # the same preview as `cnnlab augment-preview`
-        grid = preview_grid(data.splits["train"].images[:PREVIEW_IMAGES], augment)
+        grid = split_preview(data.splits["train"].images, augment, seed)
     return render_report(folder, mistakes, grid)
 
 

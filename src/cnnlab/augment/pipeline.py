@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import hashlib
 
+import numpy as np
 import torch
 
 from cnnlab.augment.keras import KerasAugmenter, KerasParams
 from cnnlab.augment.modern import ModernAugmenter, ModernParams, mix
-from cnnlab.augment.normalize import Normalization
+from cnnlab.augment.normalize import Normalization, fit_normalization
 from cnnlab.config import AugmentConfig
+from cnnlab.train.runtime import memory_format
 
 
 def modern_params(cfg: AugmentConfig) -> ModernParams:
@@ -84,3 +86,15 @@ class TrainTransform(EvalTransform):
         self, inputs: torch.Tensor, labels: torch.Tensor, num_classes: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
         return mix(inputs, labels, num_classes, self.modern, self.generator)
+
+
+def build_transforms(
+    cfg: AugmentConfig, train_images: np.ndarray, seed: int, device: torch.device
+) -> tuple[TrainTransform, EvalTransform]:
+    """A run's training and evaluation transforms, normalised by its training images."""
+    normalization = fit_normalization(cfg, train_images)
+    layout = memory_format(device)
+    return (
+        TrainTransform(cfg, normalization, layout, seed, device),
+        EvalTransform(normalization, layout),
+    )

@@ -10,8 +10,22 @@ from PIL import Image
 
 from cnnlab.augment.pipeline import TrainTransform
 
+PREVIEW_IMAGES = 4  # rows of the grid in a run's report and by default
 MIN_TILE = 96  # pixels: small images are enlarged (nearest) so their changes are visible
 GAP = 4
+
+
+def split_preview(
+    images: np.ndarray,
+    transform: TrainTransform,
+    seed: int,
+    count: int = PREVIEW_IMAGES,
+    versions: int = 8,
+) -> bytes:
+    """The grid for `count` training images drawn by `seed` (splits are ordered by class, so
+    the first few would all be one class)."""
+    chosen = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
+    return preview_grid(images[chosen[:count].sort().values.numpy()], transform, versions)
 
 
 def preview_grid(images: np.ndarray, transform: TrainTransform, versions: int = 8) -> bytes:

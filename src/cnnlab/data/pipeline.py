@@ -105,7 +105,6 @@ def examine(cfg: DataConfig, options: DecodeOptions | None) -> Examined:
 
 def _examine_arrays(cfg: DataConfig, options: DecodeOptions | None) -> Examined:
     parts = read_array_source(cfg.source)
-    total = sum(len(p.labels) for p in parts)
     rows: list[np.ndarray] = []
     samples: list[Sample] = []
     for part in parts:
@@ -115,7 +114,7 @@ def _examine_arrays(cfg: DataConfig, options: DecodeOptions | None) -> Examined:
             samples.append(_sample(f"{part.name}#{index}", label, part.split, check))
     pixels = np.stack(rows) if rows else None
     report = build_report(cfg.source, samples, [], [], [])
-    key = fingerprint([(cfg.source, f"{total}:{s.sha256}") for s in samples[:1]])
+    key = fingerprint([(s.path, s.sha256) for s in samples])
     return Examined(samples, report, pixels, key)
 
 
