@@ -158,11 +158,14 @@ def summary(
     num_classes: int | None = typer.Option(None, help="Classes of the data the head is built for."),
     set_: list[str] = typer.Option([], "--set", help="Override a key of the experiment file."),
 ) -> None:
-    """Keras-style table of a model: layers, output shapes, parameter counts."""
-    from cnnlab.errors import ConfigError
-    from cnnlab.models import build_model, format_summary
+    """Keras-style table of a model: layers, output shapes, parameter counts.
 
-    spec: str | list = model
+    A backbone name (vgg16, resnet50, efficientnet_lite0, timm/NAME) with --num-classes 0
+    shows the convolutional base alone, as Keras's include_top=False.
+    """
+    from cnnlab.errors import ConfigError
+    from cnnlab.models import format_summary, model_from_config
+
     shape = _parse_shape(input_shape) if input_shape else None
     if model.endswith((".yaml", ".yml")):
         from cnnlab.config_io import load_experiment
@@ -170,13 +173,48 @@ def summary(
         experiment = load_experiment(Path(model), set_)
         if experiment.model is None:
             raise ConfigError(f"{model}: model: required to summarise it")
-        spec = experiment.model.name or experiment.model.layers
+        chosen = experiment.model
         data = experiment.data
         if shape is None and data.target_size is not None:
             shape = (*data.target_size, 1 if data.color_mode == "grayscale" else 3)
+    else:
+        chosen = _named_model(model)
     if shape is None or num_classes is None:
         raise ConfigError("summary: pass --input-shape H,W,C and --num-classes K")
-    out.print(format_summary(build_model(spec, shape, num_classes), shape), highlight=False)
+    if chosen.backbone is not None:  # the architecture only: no weights file is read
+        chosen = chosen.model_copy(update={"weights": "none"})
+        if num_classes == 0:
+            from cnnlab.models.backbones import create_backbone
+
+            backbone = create_backbone(chosen.backbone)
+            out.print(format_summary(backbone, shape), highlight=False)
+            return
+    out.print(format_summary(model_from_config(chosen, shape, num_classes), shape), highlight=False)
+
+
+def _named_model(name: str):
+    """A registered architecture or backbone by name; a typo gets the closest of either."""
+    import difflib
+
+    from cnnlab.config import ModelConfig
+    from cnnlab.errors import ConfigError
+    from cnnlab.models import MODELS
+    from cnnlab.models.backbones import BACKBONES, TIMM_PREFIX
+
+    for registry, key in ((MODELS, "name"), (BACKBONES, "backbone")):
+        if name.startswith(TIMM_PREFIX) and key == "backbone":
+            return ModelConfig(backbone=name)
+        try:
+            return ModelConfig(**{key: registry.resolve(name)})
+        except ConfigError:
+            continue
+    known = MODELS.names() + BACKBONES.names()
+    close = difflib.get_close_matches(name.casefold(), known, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    raise ConfigError(
+        f"unknown model {name!r}{hint} (models: {', '.join(MODELS.names())}; backbones: "
+        f"{', '.join(BACKBONES.names())}, or timm/NAME)"
+    )
 
 
 def _parse_shape(text: str) -> tuple[int, int, int]:

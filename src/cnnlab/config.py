@@ -155,14 +155,46 @@ class AugmentConfig(Section):
         return _fraction(value)
 
 
+class StageConfig(Section):
+    """One fine-tuning stage: what trains, how fast, for how long."""
+
+    epochs: PositiveInt
+    # Backbone blocks that train, counted from the output end: 0 trains the head alone
+    # (stage 1), 1 also the last block (S2's block5), "all" everything.
+    unfreeze: NonNegativeInt | Literal["all"] = 0
+    lr: PositiveFloat | None = None  # the head's; None: train.optimizer.lr
+    backbone_lr: PositiveFloat | None = None  # the top unfrozen block's; None: lr
+    layer_decay: float = Field(1.0, gt=0.0, le=1.0)  # each lower block: lr times this again
+    # BatchNorm statistics of unfrozen blocks: frozen (Keras's fine-tuning advice for small
+    # data) or train; frozen blocks' statistics never change.
+    batchnorm: Literal["frozen", "train"] = "frozen"
+
+
 class ModelConfig(Section):
     name: str | None = None  # a registered architecture, e.g. carlosnet
     layers: list[dict[str, Any] | str] | None = None  # or a Keras-style layer list
+    # or a pretrained convolutional base (vgg16, resnet50, efficientnet_lite0, timm/NAME) ...
+    backbone: str | None = None
+    # ... with weights from a file (.safetensors/.pth), a local source (efficientnet-lite0),
+    # or none (random); unset: the backbone's local source, if it has one.
+    weights: str | None = None
+    # ... and a Keras-style head on its feature map; None: GlobalAveragePooling2D + Dense softmax
+    head: list[dict[str, Any] | str] | None = None
+    stages: list[StageConfig] | None = None  # None: one stage, everything trains
+    mean: tuple[float, float, float] | None = None  # None: the weights' own (0..1 images)
+    std: tuple[PositiveFloat, PositiveFloat, PositiveFloat] | None = None
 
     @model_validator(mode="after")
     def _one_of(self) -> ModelConfig:
-        if (self.name is None) == (self.layers is None):
-            raise ValueError("set exactly one of model.name or model.layers")
+        chosen = [key for key in ("name", "layers", "backbone") if getattr(self, key) is not None]
+        if len(chosen) != 1:
+            raise ValueError("set exactly one of model.name, model.layers or model.backbone")
+        if self.backbone is None:
+            extra = [k for k in ("weights", "head", "stages", "mean", "std") if getattr(self, k)]
+            if extra:
+                raise ValueError(f"model.{extra[0]} needs model.backbone")
+        if self.stages is not None and not self.stages:
+            raise ValueError("model.stages: give at least one stage, or leave it out")
         return self
 
 
@@ -223,3 +255,17 @@ class Experiment(Section):
     train: TrainConfig = TrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     output: OutputConfig = OutputConfig()
+
+    @model_validator(mode="after")
+    def _stages_own_epochs(self) -> Experiment:
+        if self.model and self.model.stages and "epochs" in self.train.model_fields_set:
+            raise ValueError(
+                "train.epochs: with model.stages each stage sets its own epochs; remove "
+                "train.epochs (or set model.stages.N.epochs)"
+            )
+        if self.model and self.model.backbone and self.data.color_mode != "rgb":
+            raise ValueError(
+                f"data.color_mode: the backbone {self.model.backbone} takes RGB images; set "
+                "data.color_mode: rgb (grayscale files are converted)"
+            )
+        return self

@@ -58,15 +58,28 @@ def parse_override(item: str) -> tuple[str, Any]:
 
 
 def set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
-    node = raw
+    """Set `a.b.c`; a number picks a list item (`model.stages.1.epochs`)."""
+    node: Any = raw
     parts = key.split(".")
-    for depth, part in enumerate(parts[:-1]):
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            where = ".".join(parts[: depth + 1])
-            raise ConfigError(f"--set {key}: {where} is a value ({child!r}), not a section")
-        node = child
-    node[parts[-1]] = value
+    for depth, part in enumerate(parts):
+        where = ".".join(parts[: depth + 1])
+        last = depth == len(parts) - 1
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError(
+                    f"--set {key}: {where} is not an item of the list ({len(node)} items, "
+                    f"numbered from 0)"
+                )
+            part = int(part)
+        elif not isinstance(node, dict):
+            parent = ".".join(parts[:depth])
+            raise ConfigError(f"--set {key}: {parent} is a value ({node!r}), not a section")
+        if last:
+            node[part] = value
+        else:
+            if isinstance(node, dict):
+                node.setdefault(part, {})
+            node = node[part]
 
 
 def validate(raw: dict[str, Any], model: type[BaseModel], source: str) -> Any:
@@ -79,8 +92,10 @@ def validate(raw: dict[str, Any], model: type[BaseModel], source: str) -> Any:
 
 def describe(error: dict[str, Any], model: type[BaseModel]) -> str:
     """One pydantic error as `dotted.key: what is wrong; how to fix it`."""
-    loc = [part for part in error["loc"] if isinstance(part, str) and not _is_internal(part)]
-    path = ".".join(loc) or "(top level)"
+    # list positions stay in the path (model.stages.1.lr); field lookups skip them
+    parts = [p for p in error["loc"] if isinstance(p, int) or not _is_internal(p)]
+    loc = [part for part in parts if isinstance(part, str)]
+    path = ".".join(map(str, parts)) or "(top level)"
     kind, value = error["type"], error.get("input")
     if kind == "extra_forbidden":
         known = _field_names(model, loc[:-1])
@@ -95,6 +110,8 @@ def describe(error: dict[str, Any], model: type[BaseModel]) -> str:
     if expected:
         return f"{path}: expected {expected}, got {value!r}"
     message = error["msg"].removeprefix("Value error, ").replace("Input should be", "must be")
+    if not parts:  # a whole-experiment check names its own keys
+        return message
     return f"{path}: {message}" + ("" if isinstance(value, dict) else f", got {value!r}")
 
 

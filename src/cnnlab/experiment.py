@@ -20,7 +20,7 @@ from cnnlab.data.pipeline import Data, load_data
 from cnnlab.errors import ConfigError
 from cnnlab.evaluate.metrics import split_metrics
 from cnnlab.evaluate.predict import infer
-from cnnlab.models import build_model, count_params, format_summary
+from cnnlab.models import count_params, format_summary, model_from_config
 from cnnlab.record import (
     HistoryCSV,
     data_manifest,
@@ -31,10 +31,10 @@ from cnnlab.record import (
 from cnnlab.runfolder import record_data, write_json
 from cnnlab.train.callbacks import BestWeights, Checkpoint, EarlyStopping, EpochLine, TrainState
 from cnnlab.train.checkpoint import load_state, load_weights, restore_rng
-from cnnlab.train.loop import Trainee, fit
+from cnnlab.train.loop import Trainee
 from cnnlab.train.objective import Objective
-from cnnlab.train.optim import build_optimizer, build_schedule
 from cnnlab.train.runtime import memory_format, seed_everything, select_device, set_deterministic
+from cnnlab.train.stages import run_stages, total_epochs
 
 WEIGHTS = "model.safetensors"
 SHOWN_MISTAKES = 32
@@ -58,16 +58,17 @@ def run_experiment(
     set_deterministic(cfg.train.deterministic)
     seed_everything(cfg.seed)
 
-    data = load_data(cfg.data, cfg.seed)  # scan, check, split, cache
+    data = load_data(data_config(cfg), cfg.seed)  # scan, check, split, cache
     record_data(folder, cfg, data)
     timings["data_s"] = time.perf_counter() - clock
 
-    model = build_model(cfg.model.name or cfg.model.layers, data.input_shape, data.num_classes)
+    model = model_from_config(cfg.model, data.input_shape, data.num_classes)
     write_text(folder / "summary.txt", format_summary(model, data.input_shape) + "\n")
     model = model.to(device, memory_format=memory_format(device))
-    trainee = make_trainee(model, cfg, data, device)
-    trainee.preprocess.normalization.save(folder / "normalization.json")
-    state = restore(folder, trainee) if resume else TrainState()
+    base = make_trainee(model, cfg, data, device)
+    base.preprocess.normalization.save(folder / "normalization.json")
+    saved = load_state(folder) if resume else None
+    state = restore(saved, model) if saved else TrainState()
 
     clock = time.perf_counter()
     train = DeviceBatches(
@@ -78,20 +79,16 @@ def run_experiment(
         seed=cfg.seed,
     )
     val = eval_batches(data, "val", cfg, device)
-    fit(
-        trainee,
-        train,
-        val,
-        cfg.train.epochs,
-        cfg.train.steps_per_epoch,
-        default_callbacks(cfg, folder, trainee, console, has_val=val is not None),
-        state,
-    )
+
+    def callbacks(trainee: Trainee, _end: int):
+        return default_callbacks(cfg, folder, trainee, console, has_val=val is not None)
+
+    stages = run_stages(base, cfg, train, val, state, saved, callbacks, console)
     timings["train_s"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
     load_weights(model, folder / WEIGHTS)  # evaluate the kept (best) weights
-    metrics, predicted = evaluate_all(trainee, data, cfg, device)
+    metrics, predicted = evaluate_all(base, data, cfg, device)
     write_json(folder / "metrics.json", metrics)
     write_predictions(folder / "predictions.csv", predicted)
     timings["evaluate_s"] = time.perf_counter() - clock
@@ -112,35 +109,46 @@ def run_experiment(
         "best_epoch": state.best_epoch,
         "stopped_early": state.stop,
         "stop_reason": state.stop_reason,
+        "stages": stages,
     }
     write_json(folder / "manifest.json", manifest)
-    report = write_report(folder, data, predicted, trainee.augment, cfg.seed)
+    report = write_report(folder, data, predicted, base.augment, cfg.seed)
     return RunResult(folder, metrics, manifest, report)
+
+
+def data_config(cfg: Experiment):
+    """The data section, with a backbone's own input size where the file sets none."""
+    if cfg.model is None or cfg.model.backbone is None or cfg.data.target_size is not None:
+        return cfg.data
+    from cnnlab.models.backbones import preprocessing_for, resolved_weights
+
+    weights = resolved_weights(cfg.model.backbone, cfg.model.weights)
+    size = preprocessing_for(cfg.model.backbone, weights).input_size
+    return cfg.data.model_copy(update={"target_size": size})
 
 
 def make_trainee(
     model: torch.nn.Module, cfg: Experiment, data: Data, device: torch.device
 ) -> Trainee:
-    optimizer = build_optimizer(model.parameters(), cfg.train.optimizer)
-    steps = cfg.train.steps_per_epoch or -(-len(data.splits["train"]) // cfg.train.batch_size)
-    schedule = build_schedule(
-        optimizer, cfg.train.schedule, cfg.train.optimizer.decay, steps, cfg.train.epochs
-    )
+    """Model, objective and transforms; each stage adds its optimiser and schedule."""
     outputs = model.output_shape[-1] if hasattr(model, "output_shape") else data.num_classes
     objective = Objective(
         getattr(model, "head_activation", None), outputs, cfg.train.label_smoothing
     )
-    augment, evaluate = build_transforms(cfg.augment, data.splits["train"].images, cfg.seed, device)
-    return Trainee(
-        model, optimizer, schedule, objective, evaluate, None if augment.is_identity else augment
+    augment, evaluate = build_transforms(
+        cfg.augment,
+        data.splits["train"].images,
+        cfg.seed,
+        device,
+        getattr(model, "preprocessing", None),
     )
+    return Trainee(model, None, None, objective, evaluate, None if augment.is_identity else augment)
 
 
-def restore(folder: Path, trainee: Trainee) -> TrainState:
-    saved = load_state(folder)
-    trainee.model.load_state_dict(saved["model"])
-    trainee.optimizer.load_state_dict(saved["optimizer"])
-    trainee.schedule.load_state_dict(saved["schedule"])
+def restore(saved: dict[str, Any], model: torch.nn.Module) -> TrainState:
+    """Weights, random state and progress of the last complete epoch; each stage restores its
+    own optimiser (see run_stages)."""
+    model.load_state_dict(saved["model"])
     restore_rng(saved["rng"])
     return TrainState(**saved["state"])
 
@@ -180,7 +188,7 @@ def default_callbacks(
         *callbacks,
         HistoryCSV(folder / "history.csv"),
         Checkpoint(folder, parts),
-        EpochLine(console, cfg.train.epochs),
+        EpochLine(console, total_epochs(cfg)),
     ]
 
 
@@ -208,12 +216,19 @@ def evaluate_all(trainee: Trainee, data: Data, cfg: Experiment, device: torch.de
 
 def model_manifest(cfg: Experiment, model: torch.nn.Module) -> dict[str, Any]:
     trainable, frozen = count_params(model)
-    return {
-        "name": cfg.model.name or "layers",
+    described = {
+        "name": cfg.model.name or cfg.model.backbone or "layers",
         "total_params": trainable + frozen,
         "trainable_params": trainable,
         "non_trainable_params": frozen,
     }
+    info = getattr(model, "info", None)
+    if info is not None:  # a backbone: where its weights came from and what they expect
+        described["weights"] = info.weights
+        described["weights_keys_not_used"] = list(info.ignored_keys)
+        described["input_mean"] = list(info.preprocessing.mean)
+        described["input_std"] = list(info.preprocessing.std)
+    return described
 
 
 def write_report(

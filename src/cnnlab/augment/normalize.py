@@ -17,6 +17,8 @@ import torch
 
 from cnnlab.atomic import write_text
 from cnnlab.config import AugmentConfig
+from cnnlab.errors import ConfigError
+from cnnlab.models.weights import Preprocessing
 
 EPSILON = 1e-6  # Keras's guard against dividing by a zero standard deviation
 CHUNK = 4096  # images per pass when fitting: bounded memory on memory-mapped splits
@@ -57,8 +59,13 @@ class Normalization:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
 
 
-def fit_normalization(cfg: AugmentConfig, train_images: np.ndarray) -> Normalization:
-    """The run's normalisation; feature-wise statistics from the training images only."""
+def fit_normalization(
+    cfg: AugmentConfig, train_images: np.ndarray, pretrained: Preprocessing | None = None
+) -> Normalization:
+    """The run's normalisation; feature-wise statistics from the training images only, or the
+    mean/std a pretrained backbone's weights expect."""
+    if pretrained is not None:
+        return _pretrained(cfg, pretrained)
     rescale = cfg.rescale if cfg.rescale is not None else 1 / 255  # Keras scripts' 1/255
     mean = std = None
     if cfg.featurewise_center or cfg.featurewise_std_normalization:
@@ -68,6 +75,31 @@ def fit_normalization(cfg: AugmentConfig, train_images: np.ndarray) -> Normaliza
     return Normalization(
         rescale, cfg.samplewise_center, cfg.samplewise_std_normalization, mean, std
     )
+
+
+def _pretrained(cfg: AugmentConfig, pretrained: Preprocessing) -> Normalization:
+    """A backbone's inputs: 0..1 images standardised by its training data's mean and std."""
+    if cfg.rescale is not None and abs(cfg.rescale - 1 / 255) > 1e-9:
+        raise ConfigError(
+            f"augment.rescale: {cfg.rescale:g}, but a backbone takes images scaled to 0..1 and "
+            "then its own mean/std (model.mean, model.std); remove augment.rescale or set 1/255"
+        )
+    own = [
+        key
+        for key in (
+            "featurewise_center",
+            "featurewise_std_normalization",
+            "samplewise_center",
+            "samplewise_std_normalization",
+        )
+        if getattr(cfg, key)
+    ]
+    if own:
+        raise ConfigError(
+            f"augment.{own[0]}: a backbone normalises by its weights' mean/std; remove it, or "
+            "set model.mean and model.std"
+        )
+    return Normalization(1 / 255, mean=tuple(pretrained.mean), std=tuple(pretrained.std))
 
 
 def _channel_stats(

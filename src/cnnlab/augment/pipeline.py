@@ -17,6 +17,7 @@ from cnnlab.augment.keras import KerasAugmenter, KerasParams
 from cnnlab.augment.modern import ModernAugmenter, ModernParams, mix
 from cnnlab.augment.normalize import Normalization, fit_normalization
 from cnnlab.config import AugmentConfig
+from cnnlab.models.weights import Preprocessing
 from cnnlab.train.runtime import memory_format
 
 
@@ -89,10 +90,15 @@ class TrainTransform(EvalTransform):
 
 
 def build_transforms(
-    cfg: AugmentConfig, train_images: np.ndarray, seed: int, device: torch.device
+    cfg: AugmentConfig,
+    train_images: np.ndarray,
+    seed: int,
+    device: torch.device,
+    pretrained: Preprocessing | None = None,
 ) -> tuple[TrainTransform, EvalTransform]:
-    """A run's training and evaluation transforms, normalised by its training images."""
-    normalization = fit_normalization(cfg, train_images)
+    """A run's training and evaluation transforms, normalised by its training images (or by
+    the pretrained backbone's mean/std)."""
+    normalization = fit_normalization(cfg, train_images, pretrained)
     layout = memory_format(device)
     return (
         TrainTransform(cfg, normalization, layout, seed, device),

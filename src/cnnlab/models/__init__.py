@@ -8,7 +8,7 @@ print(format_summary(model, (128, 128, 1)))
 
 from cnnlab.models.build import KerasModel, build_layers
 from cnnlab.models.summary import SummaryRow, count_params, format_summary, summary_rows
-from cnnlab.models.zoo import MODELS, build_model
+from cnnlab.models.zoo import MODELS, build_model, model_from_config
 
 __all__ = [
     "MODELS",
@@ -18,5 +18,6 @@ __all__ = [
     "build_model",
     "count_params",
     "format_summary",
+    "model_from_config",
     "summary_rows",
 ]

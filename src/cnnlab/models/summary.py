@@ -43,15 +43,25 @@ def count_params(module: nn.Module) -> tuple[int, int]:
 
 
 def summary_rows(model: nn.Module, input_shape: Sequence[int]) -> list[SummaryRow]:
-    """One row per top-level layer, with its output for one image of `input_shape` (H, W, C)."""
-    shapes = _output_shapes(model, tuple(input_shape))
+    """One row per top-level layer (or per block of a backbone, which names its own groups),
+    with its output for one image of `input_shape` (H, W, C)."""
+    groups = _groups(model)
+    shapes = _output_shapes(model, tuple(input_shape), groups)
     rows = []
-    for name, child in model.named_children():
-        trainable, non_trainable = count_params(child)
-        rows.append(
-            SummaryRow(name, type(child).__name__, shapes.get(name), trainable, non_trainable)
-        )
+    for name, kind, modules in groups:
+        counts = [count_params(module) for module in modules]
+        trainable, non_trainable = (sum(c[0] for c in counts), sum(c[1] for c in counts))
+        rows.append(SummaryRow(name, kind, shapes.get(name), trainable, non_trainable))
     return rows
+
+
+Group = tuple[str, str, list[nn.Module]]  # row name, kind, the modules it covers
+
+
+def _groups(model: nn.Module) -> list[Group]:
+    if hasattr(model, "summary_groups"):
+        return model.summary_groups()
+    return [(name, type(child).__name__, [child]) for name, child in model.named_children()]
 
 
 def format_summary(model: nn.Module, input_shape: Sequence[int]) -> str:
@@ -90,8 +100,11 @@ def _shape_text(shape: tuple[int | None, ...] | None) -> str:
     return "(" + ", ".join("None" if s is None else str(s) for s in shape) + ")"
 
 
-def _output_shapes(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, tuple]:
-    """Each child's output for one zero image, Keras order with the batch axis as None."""
+def _output_shapes(
+    model: nn.Module, input_shape: tuple[int, ...], groups: list[Group]
+) -> dict[str, tuple]:
+    """Each group's output (its last module's) for one zero image, Keras order with the batch
+    axis as None."""
     first = next(model.parameters(), None)
     device = first.device if first is not None else torch.device("cpu")
     dtype = first.dtype if first is not None and first.is_floating_point() else torch.float32
@@ -106,7 +119,7 @@ def _output_shapes(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, 
 
         return hook
 
-    hooks = [child.register_forward_hook(record(name)) for name, child in model.named_children()]
+    hooks = [modules[-1].register_forward_hook(record(name)) for name, _, modules in groups]
     # eval(): one image cannot be batch-normalised; restore each module's own mode afterwards,
     # since a frozen backbone may keep some BatchNorm layers in eval on purpose.
     modes = {module: module.training for module in model.modules()}

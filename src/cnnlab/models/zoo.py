@@ -20,6 +20,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import torch
+
+from cnnlab.config import ModelConfig
 from cnnlab.errors import ConfigError
 from cnnlab.models.build import KerasModel, build_layers
 from cnnlab.registry import Registry
@@ -47,6 +50,19 @@ def build_model(
             layers, input_shape, num_classes=num_classes, where=f"model {name}: layers", name=name
         )
     return build_layers(spec, input_shape, num_classes=num_classes)
+
+
+def model_from_config(
+    cfg: ModelConfig, input_shape: Sequence[int], num_classes: int
+) -> torch.nn.Module:
+    """The experiment's model: a registered name, a layer list, or a backbone with a head."""
+    if cfg.backbone is None:
+        return build_model(cfg.name or cfg.layers, input_shape, num_classes)
+    from cnnlab.models.transfer import build_transfer  # imports timm: only when needed
+
+    return build_transfer(
+        cfg.backbone, cfg.weights, cfg.head, tuple(input_shape), num_classes, cfg.mean, cfg.std
+    )
 
 
 # --- the words of the reports, as layer-list entries ------------------------------------------

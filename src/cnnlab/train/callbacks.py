@@ -24,6 +24,8 @@ class TrainState:
     best_epoch: int = 0
     stop: bool = False
     stop_reason: str = ""
+    stage: int = 0  # index into the run's stages (model.stages)
+    stage_start: int = 0  # the epoch the current stage began at
 
 
 class Callback:

@@ -1,0 +1,115 @@
+"""Training in stages, as one run: each stage sets what trains and how fast, then fits.
+
+A model without `model.stages` has one stage: everything trains for `train.epochs`. A
+transfer model's stage freezes and unfreezes backbone blocks, builds a fresh optimiser over the
+parameters that train (Keras recompiles between stages, so its optimiser starts anew too) and
+its own schedule over the stage's epochs. Epochs are numbered across the whole run; history,
+best weights and the checkpoint are shared, so a run killed in stage 2 resumes in stage 2 with
+that stage's optimiser state, and one killed at a boundary starts the next stage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from rich.console import Console
+
+from cnnlab.config import Experiment, StageConfig
+from cnnlab.models.summary import count_params
+from cnnlab.train.callbacks import Callback, TrainState
+from cnnlab.train.loop import Trainee, fit
+from cnnlab.train.optim import KERAS_LR, build_optimizer, build_schedule
+
+# (trainee) -> the callbacks of one stage; they checkpoint that stage's optimiser
+CallbackFactory = Callable[[Trainee, int], Sequence[Callback]]
+
+
+def stages_of(cfg: Experiment) -> list[StageConfig]:
+    if cfg.model is not None and cfg.model.stages:
+        return list(cfg.model.stages)
+    # one stage: everything trains, BatchNorm statistics too (Keras's fit on an unfrozen model)
+    return [StageConfig(epochs=cfg.train.epochs, unfreeze="all", batchnorm="train")]
+
+
+def total_epochs(cfg: Experiment) -> int:
+    return sum(stage.epochs for stage in stages_of(cfg))
+
+
+def run_stages(
+    base: Trainee,
+    cfg: Experiment,
+    train,
+    val,
+    state: TrainState,
+    saved: dict[str, Any] | None,
+    callbacks: CallbackFactory,
+    console: Console,
+) -> list[dict[str, Any]]:
+    """Fit every stage from `state` on; `saved` is the checkpoint a resumed run continues.
+    Returns what each stage trained, for the manifest."""
+    stages, steps = stages_of(cfg), steps_per_epoch(cfg, train)
+    summary = []
+    for index, stage in enumerate(stages):
+        trainee = stage_trainee(base, stage, cfg, steps)
+        summary.append(_describe(index, stage, trainee))
+        if index < state.stage:
+            continue
+        if index > state.stage:  # a new stage starts where the last one ended (or stopped)
+            state.stage, state.stage_start, state.stop = index, state.epoch, False
+        end = state.stage_start + stage.epochs
+        if saved is not None and saved["state"]["stage"] == index:
+            trainee.optimizer.load_state_dict(saved["optimizer"])
+            trainee.schedule.load_state_dict(saved["schedule"])
+        if state.epoch < end and len(stages) > 1:
+            console.print(_stage_line(summary[-1], len(stages)), highlight=False)
+        fit(trainee, train, val, end, cfg.train.steps_per_epoch, callbacks(trainee, end), state)
+    return summary
+
+
+def steps_per_epoch(cfg: Experiment, train) -> int:
+    return cfg.train.steps_per_epoch or len(train)
+
+
+def stage_trainee(base: Trainee, stage: StageConfig, cfg: Experiment, steps: int) -> Trainee:
+    """`base` with this stage's trainable set, optimiser and schedule."""
+    model, optimizer_cfg = base.model, cfg.train.optimizer
+    lr = stage.lr or optimizer_cfg.lr or KERAS_LR[optimizer_cfg.name]
+    if hasattr(model, "apply_stage"):
+        from cnnlab.models.transfer import StagePlan
+
+        plan = StagePlan(
+            stage.unfreeze, lr, stage.backbone_lr or lr, stage.layer_decay, stage.batchnorm
+        )
+        params: Any = model.apply_stage(plan)
+    else:
+        params = [{"params": list(model.parameters()), "lr": lr}]
+    optimizer = build_optimizer(params, optimizer_cfg)
+    schedule = build_schedule(
+        optimizer, cfg.train.schedule, optimizer_cfg.decay, steps, stage.epochs
+    )
+    return Trainee(model, optimizer, schedule, base.objective, base.preprocess, base.augment)
+
+
+def _describe(index: int, stage: StageConfig, trainee: Trainee) -> dict[str, Any]:
+    model = trainee.model
+    trainable, _ = count_params(model)
+    blocks = model.trainable_blocks() if hasattr(model, "trainable_blocks") else None
+    return {
+        "stage": index + 1,
+        "epochs": stage.epochs,
+        "unfreeze": stage.unfreeze,
+        "trainable_blocks": blocks,
+        "trainable_params": trainable,
+        "lr": {g.get("name", "all"): g["lr"] for g in trainee.optimizer.param_groups},
+        "batchnorm": stage.batchnorm,
+    }
+
+
+def _stage_line(described: dict[str, Any], count: int) -> str:
+    blocks = described["trainable_blocks"]
+    what = "head only" if not blocks else f"head + {', '.join(blocks)}"
+    return (
+        f"Stage {described['stage']}/{count}: {described['epochs']} epochs, {what} - "
+        f"Trainable params: {described['trainable_params']:,}"
+    )
