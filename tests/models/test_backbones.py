@@ -129,3 +129,18 @@ def test_missing_and_damaged_weights_files_are_user_errors(tmp_path):
 def test_too_small_images_for_a_backbone_name_the_target_size():
     with pytest.raises(ConfigError, match=r"data\.target_size: 8x8 is too small for vgg16"):
         model_from_config(ModelConfig(backbone="vgg16", weights="none"), (8, 8, 3), 2)
+
+
+def test_a_mistyped_weights_source_suggests_the_known_one():
+    with pytest.raises(ConfigError, match="did you mean 'efficientnet-lite0'"):
+        build_backbone("efficientnet_lite0", "efficientnet-lite")
+
+
+def test_a_backbone_sets_the_input_size_where_the_data_section_does_not():
+    from cnnlab.config import Experiment
+    from cnnlab.experiment import data_config
+
+    raw = {"data": {"source": "images"}, "model": {"backbone": "efficientnet_lite0"}}
+    assert data_config(Experiment.model_validate(raw)).target_size == (224, 224)
+    raw["data"]["target_size"] = [128, 128]
+    assert data_config(Experiment.model_validate(raw)).target_size == (128, 128)

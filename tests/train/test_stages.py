@@ -181,4 +181,6 @@ def test_staged_run_killed_resumes_to_the_uninterrupted_result(
     assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
     stages = yaml.safe_load((b / "manifest.json").read_text())["stages"]
     assert stages[0]["trainable_params"] == 1280 * 3 + 3
+    normalization = yaml.safe_load((b / "normalization.json").read_text())
+    assert normalization["mean"] == normalization["std"] == [0.5, 0.5, 0.5]  # the weights' own
     assert stages[1]["lr"]["head"] == 0.001 and stages[1]["lr"]["blocks.5"] == 0.0005

