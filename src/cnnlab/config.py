@@ -183,18 +183,50 @@ class ModelConfig(Section):
     stages: list[StageConfig] | None = None  # None: one stage, everything trains
     mean: tuple[float, float, float] | None = None  # None: the weights' own (0..1 images)
     std: tuple[PositiveFloat, PositiveFloat, PositiveFloat] | None = None
+    # or a finished run's folder: its network up to the last layer, as a features run's
+    # extractor (with a classifier: section), with the run's input size and normalisation
+    from_run: str | None = None
 
     @model_validator(mode="after")
     def _one_of(self) -> ModelConfig:
-        chosen = [key for key in ("name", "layers", "backbone") if getattr(self, key) is not None]
+        keys = ("name", "layers", "backbone", "from_run")
+        chosen = [key for key in keys if getattr(self, key) is not None]
         if len(chosen) != 1:
-            raise ValueError("set exactly one of model.name, model.layers or model.backbone")
+            raise ValueError(
+                "set exactly one of model.name, model.layers, model.backbone or model.from_run"
+            )
         if self.backbone is None:
             extra = [k for k in ("weights", "head", "stages", "mean", "std") if getattr(self, k)]
             if extra:
                 raise ValueError(f"model.{extra[0]} needs model.backbone")
         if self.stages is not None and not self.stages:
             raise ValueError("model.stages: give at least one stage, or leave it out")
+        return self
+
+
+class ClassifierConfig(Section):
+    """S2's hybrid CNN: a scikit-learn classifier on standardised features of the network
+    (model.backbone or model.from_run), each image pooled to one vector."""
+
+    # svm: RBF kernel (S2's); linear_svm: LinearSVC, for many images; logistic: multinomial;
+    # knn: k nearest. The SVMs' probabilities come from Platt scaling (cross-validated).
+    name: Literal["logistic", "linear_svm", "svm", "knn"] = "svm"
+    C: PositiveFloat = 1.0  # scikit-learn's default; smaller regularises more
+    gamma: Literal["scale", "auto"] | PositiveFloat = "scale"  # svm; scikit-learn's default
+    k: PositiveInt = 5  # knn's voting neighbours; scikit-learn's default
+    # logistic, linear_svm: solver steps; scikit-learn's 100 (logistic) stops short on
+    # thousands of standardised features
+    max_iter: PositiveInt = 1000
+    # avg: GlobalAveragePooling2D (C values); flatten: Keras's Flatten (S2's 4x4x512 VGG16 map)
+    pool: Literal["avg", "flatten"] = "avg"
+
+    @model_validator(mode="after")
+    def _knobs_it_uses(self) -> ClassifierConfig:
+        uses = {"logistic": "C max_iter", "linear_svm": "C max_iter", "svm": "C gamma", "knn": "k"}
+        for knob in sorted(self.model_fields_set - {"name", "pool"}):
+            if knob not in uses[self.name].split():
+                its = uses[self.name].replace(" ", ", ")
+                raise ValueError(f"{self.name} uses {its}, not {knob}; remove classifier.{knob}")
         return self
 
 
@@ -248,13 +280,45 @@ class OutputConfig(Section):
 
 
 class Experiment(Section):
+    """One experiment. With a `classifier` section it is a features run: the network only
+    extracts features and no training loop runs, so `train.*` is ignored (except
+    train.device, where the features are computed)."""
+
     seed: NonNegativeInt = 0  # split, shuffling, initialisation and augmentation all follow it
     data: DataConfig
     augment: AugmentConfig = AugmentConfig()
     model: ModelConfig | None = None
+    classifier: ClassifierConfig | None = None  # None: train the network end to end
     train: TrainConfig = TrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     output: OutputConfig = OutputConfig()
+
+    @model_validator(mode="after")
+    def _features_run(self) -> Experiment:
+        model, features = self.model, self.classifier is not None
+        if model and model.from_run and not features:
+            raise ValueError(
+                "model.from_run: a run's network only extracts features; add classifier:"
+            )
+        if not features:
+            return self
+        if model is None or not (model.backbone or model.from_run):
+            raise ValueError(
+                "classifier: needs a feature extractor; set model.backbone (e.g. "
+                "efficientnet_lite0) or model.from_run (a finished run's folder)"
+            )
+        trained = [key for key in ("head", "stages") if getattr(model, key) is not None]
+        if trained:
+            raise ValueError(f"model.{trained[0]}: a features run trains no network; remove it")
+        augmented = [
+            key for key, default in AugmentConfig() if getattr(self.augment, key) != default
+        ]
+        if augmented:
+            raise ValueError(
+                f"augment.{augmented[0]}: a features run sees each image once, as it is "
+                "(normalised as its extractor expects); remove it"
+            )
+        return self
 
     @model_validator(mode="after")
     def _stages_own_epochs(self) -> Experiment:

@@ -52,6 +52,10 @@ def run_experiment(
     cfg: Experiment, folder: Path, resume: bool = False, console: Console | None = None
 ) -> RunResult:
     console = console or Console()
+    if cfg.classifier is not None:  # a features run: a classifier on a network's features
+        from cnnlab.features_run import run_features
+
+        return run_features(cfg, folder, console)
     timings: dict[str, float] = {}
     started, clock = now(), time.perf_counter()
     device = select_device(cfg.train.device)

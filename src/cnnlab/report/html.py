@@ -59,6 +59,7 @@ def page_context(
         "headline": view.headline(run),
         "notes": run.notes,
         "metrics": view.metrics_table(run.metrics),
+        "trained": run.trained,  # a features run has no epochs: no curves section
         "curves": view.curves(run),
         "per_class": view.per_class_section(run),
         "misclassified": view.misclassified_tiles(misclassified),
@@ -76,7 +77,7 @@ def _sections(context: dict[str, Any]) -> list[tuple[str, str]]:
     """The page's table of contents: only the sections it shows."""
     per_class = context["per_class"] is not None
     present = [
-        ("curves", "Learning curves", True),
+        ("curves", "Learning curves", context["trained"]),
         ("confusion", "Confusion matrix", per_class),
         ("per-class", "Per-class metrics", per_class),
         ("misclassified", "Misclassified", context["misclassified"] is not None),

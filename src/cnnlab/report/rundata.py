@@ -35,6 +35,12 @@ class RunFiles:
     def name(self) -> str:
         return self.folder.name
 
+    @property
+    def trained(self) -> bool:
+        """False for a features run (a classifier on a network's features): no epochs, so no
+        history.csv to miss and no learning curves to show."""
+        return not mapping(self.config).get("classifier")
+
 
 def read_run(folder: Path) -> RunFiles:
     if not folder.is_dir():
@@ -55,7 +61,8 @@ def read_run(folder: Path) -> RunFiles:
         run.notes,
     )
     run.summary = _read_text(folder / "summary.txt", run.notes)
-    run.history = read_history(folder / "history.csv", run.notes)
+    if run.trained:
+        run.history = read_history(folder / "history.csv", run.notes)
     return run
 
 

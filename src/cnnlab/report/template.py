@@ -96,6 +96,7 @@ TEMPLATE = """<!DOCTYPE html>
 </header>
 <nav>{% for id, name in sections %}<a href="#{{ id }}">{{ name }}</a>{% endfor %}</nav>
 
+{% if trained %}
 <section id="curves">
   <h2>Learning curves</h2>
   {% if curves %}
@@ -106,6 +107,7 @@ TEMPLATE = """<!DOCTYPE html>
   <img class="figure" src="{{ curves.src }}" alt="loss and accuracy per epoch">
   {% else %}<p class="hint">No training history recorded (history.csv).</p>{% endif %}
 </section>
+{% endif %}
 
 {% if per_class %}
 <section id="confusion">

@@ -232,6 +232,8 @@ def run_info(run: RunFiles) -> dict[str, list[tuple[str, str]]]:
         ("finished", manifest.get("finished")),
         ("epochs run", manifest.get("epochs_run")),
         ("stopped early", _yes_no(manifest.get("stopped_early"))),
+        ("features", model.get("feature_dimension")),  # a features run: what it classified
+        ("classifier", mapping(model.get("classifier")).get("estimator")),
         ("total params", _count_or_none(model.get("total_params"))),
         ("trainable params", _count_or_none(model.get("trainable_params"))),
         ("non-trainable params", _count_or_none(model.get("non_trainable_params"))),
