@@ -335,6 +335,15 @@ def test_resume_of_a_folder_that_holds_no_run_exits_2(tmp_path, two_shapes):
     assert_user_error(result, "holds no run to resume")
 
 
+def test_a_model_that_does_not_fit_the_data_exits_2_and_leaves_no_run_folder(tmp_path, two_shapes):
+    # a three-way softmax for two classes: found only once the data is read
+    config = experiment_file(tmp_path / "wrong.yaml", two_shapes, SOFTMAX_LAYERS)
+    runs = tmp_path / "runs"
+    result = run_cli("run", str(config), "--output", str(runs))
+    assert_user_error(result, "units: 2")
+    assert list(runs.iterdir()) == []
+
+
 # --- the non-finite guard ------------------------------------------------------------------------
 
 

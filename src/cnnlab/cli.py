@@ -76,8 +76,9 @@ def run(
 ) -> None:
     """Train and evaluate one experiment; write its run folder and report.html."""
     from cnnlab.config_io import load_experiment
+    from cnnlab.errors import CnnlabError
     from cnnlab.experiment import resume_check, run_experiment
-    from cnnlab.runfolder import new_run_folder
+    from cnnlab.runfolder import discard_unstarted, new_run_folder
 
     experiment = load_experiment(config, set_)
     if experiment.model is None:
@@ -91,7 +92,12 @@ def run(
     else:
         folder = new_run_folder(parent, name)
     out.print(f"Run folder: {folder}")
-    result = run_experiment(experiment, folder, resume=resume, console=out)
+    try:
+        result = run_experiment(experiment, folder, resume=resume, console=out)
+    except CnnlabError:
+        if not resume:
+            discard_unstarted(folder)
+        raise
     headline = result.metrics.get("test") or result.metrics.get("val") or result.metrics["train"]
     split = next(k for k in ("test", "val", "train") if k in result.metrics)
     out.print(f"{split} accuracy: {headline['accuracy']:.4f}  loss: {headline['loss']:.4f}")

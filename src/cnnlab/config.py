@@ -320,13 +320,27 @@ class Experiment(Section):
             )
         return self
 
-    @model_validator(mode="after")
-    def _stages_own_epochs(self) -> Experiment:
-        if self.model and self.model.stages and "epochs" in self.train.model_fields_set:
+    @model_validator(mode="before")
+    @classmethod
+    def _epochs_from_stages(cls, data: Any) -> Any:
+        """With model.stages, train.epochs is the run's total: the stages' epochs added up
+        (so a saved config.yaml, which spells it out, loads again)."""
+        try:
+            total = sum(int(stage["epochs"]) for stage in data["model"]["stages"])
+        except (KeyError, TypeError, ValueError):
+            return data  # no stages, or malformed ones: the fields' own checks report them
+        train = data.get("train") or {}
+        if not isinstance(train, dict):
+            return data
+        if train.get("epochs", total) != total:
             raise ValueError(
-                "train.epochs: with model.stages each stage sets its own epochs; remove "
-                "train.epochs (or set model.stages.N.epochs)"
+                f"train.epochs: {train['epochs']}, but model.stages add up to {total} epochs; "
+                "remove train.epochs (each stage sets its own: model.stages.N.epochs)"
             )
+        return {**data, "train": {**train, "epochs": total}}
+
+    @model_validator(mode="after")
+    def _backbone_takes_rgb(self) -> Experiment:
         if self.model and self.model.backbone and self.data.color_mode != "rgb":
             raise ValueError(
                 f"data.color_mode: the backbone {self.model.backbone} takes RGB images; set "

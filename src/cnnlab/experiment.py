@@ -68,6 +68,8 @@ def run_experiment(
 
     model = model_from_config(cfg.model, data.input_shape, data.num_classes)
     write_text(folder / "summary.txt", format_summary(model, data.input_shape) + "\n")
+    if getattr(model, "info", None) is not None:
+        console.print(weights_line(model.info), highlight=False)
     model = model.to(device, memory_format=memory_format(device))
     base = make_trainee(model, cfg, data, device)
     base.preprocess.normalization.save(folder / "normalization.json")
@@ -129,6 +131,14 @@ def data_config(cfg: Experiment):
     weights = resolved_weights(cfg.model.backbone, cfg.model.weights)
     size = preprocessing_for(cfg.model.backbone, weights).input_size
     return cfg.data.model_copy(update={"target_size": size})
+
+
+def weights_line(info) -> str:
+    line = f"Backbone weights: {info.weights}"
+    if info.ignored_keys:  # say what was left out, e.g. the pretrained classifier
+        shown = ", ".join(info.ignored_keys[:4]) + (", ..." if len(info.ignored_keys) > 4 else "")
+        line += f" ({len(info.ignored_keys)} tensors of the file not used: {shown})"
+    return line
 
 
 def make_trainee(

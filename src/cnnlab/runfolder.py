@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +27,13 @@ def new_run_folder(parent: Path, name: str) -> Path:
         except FileExistsError:
             continue
     raise RuntimeError(f"{parent}: too many runs named {name}")
+
+
+def discard_unstarted(folder: Path) -> None:
+    """Remove a run folder this command made when it failed before any epoch completed
+    (a config or data error found while running): no empty run is left to mislead."""
+    if not (folder / "checkpoints").exists():
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def write_config(folder: Path, experiment: Experiment) -> None:

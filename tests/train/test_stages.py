@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from cnnlab.cli import app
 from cnnlab.config import ModelConfig
+from cnnlab.config_io import load_experiment
 from cnnlab.models import model_from_config
 from cnnlab.models.transfer import StagePlan
 from cnnlab.train.callbacks import EpochLine
@@ -147,7 +148,9 @@ def uninterrupted(tmp_path_factory) -> tuple[Path, Path]:
     assert whole.exit_code == 0, whole.output
     assert "Stage 1/2: 2 epochs, head only - Trainable params: 3,843" in whole.stdout
     assert "Stage 2/2: 2 epochs, head + blocks.5, blocks.6+conv_head+bn2" in whole.stdout
-    return config, root / "whole" / "staged"
+    folder = root / "whole" / "staged"
+    assert load_experiment(folder / "config.yaml").train.epochs == 4  # the saved file reloads
+    return config, folder
 
 
 @pytest.mark.parametrize("killed_after", [2, 3], ids=["at-the-boundary", "in-stage-2"])
