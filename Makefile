@@ -33,8 +33,9 @@ bench: $(STAMP)
 clean-venv:
 	rm -rf $(VENV)
 
-# The peers' environment for bench/augment.py: Keras's ImageDataGenerator (TensorFlow, CPU build)
-# lives apart from .venv so it never touches the project's own dependencies.
+# The Keras peers' environment for bench/augment.py and bench/train.py: Keras 3 + ImageDataGenerator
+# (TensorFlow, CPU build) live apart from .venv so they never touch the project's dependencies.
+# Optional: without it the benchmarks' Keras rows say "not run: make bench-env" (as in CI).
 BENCH_VENV := .venv-bench
 BENCH_STAMP := $(BENCH_VENV)/.installed
 .PHONY: bench-env

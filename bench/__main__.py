@@ -9,10 +9,10 @@ from pathlib import Path
 
 import torch
 
-from bench import augment, cats_vs_dogs, decode_cache
+from bench import augment, cats_vs_dogs, decode_cache, train, train_workloads
 from bench.common import DATASETS, DEFAULT_OUT
 
-BENCHMARKS = ("decode_cache", "augment")
+BENCHMARKS = ("decode_cache", "augment", "train")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -27,15 +27,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--device",
         choices=("auto", "cpu", "cuda"),
         default="auto",
-        help="augment: cuda adds the CUDA rows to the CPU ones; auto (default) when available",
+        help="augment, train: cuda adds the CUDA rows to the CPU ones; auto (default) when "
+        "available",
     )
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="a tiny subset (40 images): checks every pipeline runs, not how fast",
+        help="a tiny subset (40 images; train: 2 epochs): checks every pipeline runs, not how fast",
     )
     parser.add_argument(
-        "--repeats", type=int, default=3, help="runs of each row; the table shows the median"
+        "--repeats",
+        type=int,
+        default=3,
+        help="runs of each row; the table shows the median (train: one run, several epochs)",
     )
     parser.add_argument(
         "--datasets", type=Path, default=DATASETS, help=f"shared datasets folder ({DATASETS})"
@@ -67,12 +71,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     dataset = args.datasets / "cats_vs_dogs"
     absent = cats_vs_dogs.missing(dataset) if "decode_cache" in args.benchmarks else []
+    if "train" in args.benchmarks:
+        absent += train_workloads.missing(args.datasets)
     if absent:
         print(f"error: missing {', '.join(map(str, absent))}", file=sys.stderr)
         return 2
     for name in args.benchmarks:
         if name == "decode_cache":
             result = decode_cache.run(dataset, args.out, repeats=args.repeats, quick=args.quick)
+        elif name == "train":
+            result = train.run(args.datasets, args.out, quick=args.quick, devices=args.devices)
         else:
             result = augment.run(
                 args.out, repeats=args.repeats, quick=args.quick, devices=args.devices

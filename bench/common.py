@@ -19,6 +19,7 @@ T = TypeVar("T")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATASETS = REPO_ROOT.parent / "shared" / "datasets"
 DEFAULT_OUT = REPO_ROOT / "bench" / "out"
+BENCH_PYTHON = REPO_ROOT / ".venv-bench" / "bin" / "python"  # Keras peers (`make bench-env`)
 
 
 def timed(work: Callable[[], T]) -> tuple[float, T]:

@@ -1,0 +1,146 @@
+"""One pipeline of the training benchmark in its own process, so its peak memory is its own:
+
+    python -m bench.train_child JOB.json [JOB.json ...] --pipeline cnnlab|idiomatic|reference \
+        --device cpu
+
+Prints one JSON line on stdout per job (a full run gives each process one job): the per-epoch
+seconds (training pass + validation pass) and validation accuracy, the model's parameter count,
+the process's peak resident memory (`getrusage(RUSAGE_SELF).ru_maxrss`) and its resident memory
+after the pipeline's imports (VmRSS), the DataLoader workers' peak (separate processes: the
+largest finished child), and on CUDA the peak GPU memory torch allocated.
+
+cnnlab runs through its public API only: `cnnlab.config.Experiment` and
+`cnnlab.experiment.run_experiment` on the extracted data folder (decoded into the job's cache
+beforehand, so decoding is not part of any epoch); its epochs come from the run's history.csv.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import resource
+import sys
+from pathlib import Path
+from typing import Any
+
+PIPELINES = ("cnnlab", "idiomatic", "reference")
+
+
+def limit_threads(threads: int) -> None:
+    """Before torch starts its pools: the bench compares pipelines on the same cores."""
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[name] = str(threads)
+    import torch
+
+    torch.set_num_threads(threads)
+    torch.set_num_interop_threads(threads)
+
+
+def peak_rss_mb(who: int) -> float:
+    return resource.getrusage(who).ru_maxrss / 1024  # Linux reports KiB
+
+
+def current_rss_mb() -> float:
+    """Resident memory now (VmRSS): after the imports, the framework's own share."""
+    try:
+        with open("/proc/self/status", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:  # not Linux
+        pass
+    return 0.0
+
+
+def run_cnnlab(job: dict[str, Any], device: str) -> dict[str, Any]:
+    from rich.console import Console
+
+    from cnnlab.config import Experiment
+    from cnnlab.errors import CnnlabError
+    from cnnlab.experiment import run_experiment
+
+    folder = Path(job["work"]) / f"cnnlab-{device}"
+    try:
+        train = job["cnnlab"]["train"] | {"device": device}
+        cfg = Experiment.model_validate(job["cnnlab"] | {"train": train})
+        result = run_experiment(cfg, folder, console=Console(file=io.StringIO()))
+    except (CnnlabError, ValueError) as err:  # e.g. a model cnnlab cannot build yet
+        return {"not_run": f"not run: cnnlab: {str(err).splitlines()[0]}"}
+    with open(folder / "history.csv", encoding="utf-8") as handle:
+        history = list(csv.DictReader(handle))
+    sizes = result.manifest["data"]["split_sizes"]
+    return {
+        "records": [
+            {"seconds": float(row["seconds"]), "val_accuracy": float(row["val_accuracy"])}
+            for row in history
+        ],
+        "params": result.manifest["model"]["total_params"],
+        "train_images": sizes["train"],
+        "val_images": sizes.get("val", 0),
+        "versions": {"cnnlab": result.manifest["cnnlab"]},
+    }
+
+
+def run_peer(job: dict[str, Any], pipeline: str, device: str) -> dict[str, Any]:
+    import numpy as np
+    import torch
+    import torchvision
+
+    from bench import train_peers
+
+    arrays = {name: np.load(path) for name, path in job["arrays"].items()}
+    run = train_peers.run_idiomatic if pipeline == "idiomatic" else train_peers.run_reference
+    records, model = run(job, arrays, torch.device(device))
+    workers = peak_rss_mb(resource.RUSAGE_CHILDREN) if pipeline == "idiomatic" else 0.0
+    return {
+        "workers_rss_mb": workers,
+        "records": records,
+        "params": sum(p.numel() for p in model.parameters()),
+        "train_images": len(arrays["y_train"]),
+        "val_images": len(arrays["y_val"]),
+        "versions": {"torch": torch.__version__, "torchvision": torchvision.__version__},
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("jobs", nargs="+", type=Path)
+    parser.add_argument("--pipeline", choices=PIPELINES, required=True)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+    jobs = [json.loads(path.read_text(encoding="utf-8")) for path in args.jobs]
+    limit_threads(jobs[0]["threads"])
+    import torch
+
+    if args.pipeline == "cnnlab":  # each pipeline imports only what it uses, before the baseline
+        import cnnlab.experiment  # noqa: F401
+    else:
+        import bench.train_peers  # noqa: F401
+
+    cuda = args.device.startswith("cuda")
+    baseline = current_rss_mb()
+    for job in jobs:
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
+        if args.pipeline == "cnnlab":
+            found = run_cnnlab(job, args.device)
+        else:
+            found = run_peer(job, args.pipeline, args.device)
+        found |= {
+            "workload": job["workload"],
+            "pipeline": args.pipeline,
+            "device": args.device,
+            "rss_mb": peak_rss_mb(resource.RUSAGE_SELF),
+            "import_rss_mb": baseline,
+            "workers_rss_mb": found.get("workers_rss_mb", 0.0),
+            "gpu_peak_mb": torch.cuda.max_memory_allocated() / 2**20 if cuda else None,
+        }
+        print(json.dumps(found), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,289 @@
+"""The training benchmark's rows, ratios and Markdown: what bench/train.py measured, as tables."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Any
+
+from bench.common import Ratio, busy_warning, machine_line, ratios_table
+from bench.train_workloads import Workload
+
+PIPELINES = {
+    "cnnlab": "cnnlab (Experiment + run_experiment)",
+    "keras": "Keras 3 ImageDataGenerator.flow + model.fit",
+    "idiomatic": "PyTorch DataLoader + torchvision v2",
+    "reference": "hand-written device-resident loop",
+}
+RSS_GOAL = 0.5  # the issue's CPU goal: cnnlab's peak RSS ÷ Keras's, at most
+
+
+@dataclass
+class NotRun:
+    key: str
+    workload: Workload
+    pipeline: str
+    device: str
+    reason: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"key": self.key, "reason": self.reason, "device": self.device}
+
+
+@dataclass
+class TrainRow:
+    key: str  # workload/pipeline/device
+    workload: Workload
+    pipeline: str
+    device: str
+    params: int
+    train_images: int  # per epoch: one pass over the training split
+    val_images: int
+    records: list[dict[str, float]]  # per epoch: seconds (train + validation), val_accuracy
+    rss_mb: float  # peak resident memory of the process
+    import_rss_mb: float  # resident memory after importing the framework, before any data
+    workers_rss_mb: float
+    gpu_peak_mb: float | None
+    versions: dict[str, Any] = field(default_factory=dict)
+    wall_s: float = 0.0  # the whole process: start-up, imports, data, training, cnnlab's report
+
+    @classmethod
+    def from_child(cls, key: str, workload: Workload, found: dict[str, Any]) -> TrainRow:
+        return cls(
+            key=key,
+            workload=workload,
+            pipeline=found["pipeline"],
+            device=found["device"],
+            params=int(found["params"]),
+            train_images=int(found["train_images"]),
+            val_images=int(found["val_images"]),
+            records=list(found["records"]),
+            rss_mb=float(found["rss_mb"]),
+            import_rss_mb=float(found.get("import_rss_mb", 0.0)),
+            workers_rss_mb=float(found["workers_rss_mb"]),
+            gpu_peak_mb=found["gpu_peak_mb"],
+            versions=found.get("versions", {}),
+            wall_s=float(found.get("wall_s", 0.0)),
+        )
+
+    @property
+    def warmup_s(self) -> float:
+        return self.records[0]["seconds"]
+
+    @property
+    def img_per_s(self) -> float:
+        """Training images per second over the epochs after the first (all of them if one)."""
+        timed = self.records[1:] or self.records
+        seconds = sum(r["seconds"] for r in timed)
+        return self.train_images * len(timed) / seconds if seconds > 0 else 0.0
+
+    @property
+    def best_val(self) -> float:
+        return max(r["val_accuracy"] for r in self.records)
+
+    def time_to_target(self) -> tuple[float, int] | None:
+        """Seconds from the start of training to the end of the first epoch at the target."""
+        elapsed = itertools.accumulate(r["seconds"] for r in self.records)
+        for epoch, (seconds, record) in enumerate(zip(elapsed, self.records, strict=True), 1):
+            if record["val_accuracy"] >= self.workload.target:
+                return seconds, epoch
+        return None
+
+    def target_cell(self) -> str:
+        reached = self.time_to_target()
+        if reached is None:
+            return f"not reached in {len(self.records)} epochs"
+        return f"{reached[0]:.1f} s (epoch {reached[1]})"
+
+    def summary(self) -> str:
+        return (
+            f"{self.img_per_s:,.1f} img/s, epoch 1 {self.warmup_s:.1f} s, "
+            f"best val acc {self.best_val:.3f}, peak RSS {self.rss_mb:,.0f} MB, "
+            f"process {self.wall_s:.1f} s"
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        reached = self.time_to_target()
+        return {
+            "key": self.key,
+            "workload": self.workload.key,
+            "pipeline": self.pipeline,
+            "device": self.device,
+            "params": self.params,
+            "images": self.train_images,
+            "val_images": self.val_images,
+            "epochs": self.records,
+            "warmup_s": self.warmup_s,
+            "img_per_s": self.img_per_s,
+            "target": self.workload.target,
+            "time_to_target_s": reached[0] if reached else None,
+            "target_epoch": reached[1] if reached else None,
+            "best_val_accuracy": self.best_val,
+            "rss_mb": self.rss_mb,
+            "import_rss_mb": self.import_rss_mb,
+            "workers_rss_mb": self.workers_rss_mb,
+            "gpu_peak_mb": self.gpu_peak_mb,
+            "versions": self.versions,
+            "wall_s": self.wall_s,
+        }
+
+
+def ratios(rows: list[TrainRow]) -> list[Ratio]:
+    """cnnlab's img/s ÷ each peer's (Keras always on the CPU), and peak RSS ÷ Keras's."""
+    by_key = {row.key: row for row in rows}
+    found = []
+    for ours in (row for row in rows if row.pipeline == "cnnlab"):
+        workload, device = ours.workload, ours.device
+        for peer in ("keras", "idiomatic", "reference"):
+            theirs = by_key.get(f"{workload.key}/{peer}/{'cpu' if peer == 'keras' else device}")
+            if theirs is None or theirs.img_per_s <= 0:
+                continue
+            value = ours.img_per_s / theirs.img_per_s
+            goal = ""
+            if peer == "keras" and device == "cpu" and workload.speed_goal:
+                met = "met" if value >= workload.speed_goal else "NOT met"
+                goal = f"; goal ≥ {workload.speed_goal:g}x: {met}"
+            found.append(
+                Ratio(
+                    f"{workload.key}: cnnlab {device} vs {peer} {theirs.device}, img/s",
+                    value,
+                    f"training img/s after the warm-up epoch, cnnlab ÷ {PIPELINES[peer]}{goal}",
+                )
+            )
+        keras = by_key.get(f"{workload.key}/keras/cpu")
+        if keras is not None and device == "cpu":
+            value = ours.rss_mb / keras.rss_mb
+            met = "met" if value <= RSS_GOAL else "NOT met"
+            found.append(
+                Ratio(
+                    f"{workload.key}: cnnlab cpu vs keras cpu, peak RSS",
+                    value,
+                    f"peak resident memory, cnnlab ÷ Keras (lower is better); "
+                    f"goal ≤ {RSS_GOAL:g}x: {met}",
+                )
+            )
+            ours_growth = ours.rss_mb - ours.import_rss_mb
+            theirs_growth = keras.rss_mb - keras.import_rss_mb
+            if ours.import_rss_mb and keras.import_rss_mb and theirs_growth > 0:
+                found.append(
+                    Ratio(
+                        f"{workload.key}: cnnlab cpu vs keras cpu, RSS above imports",
+                        ours_growth / theirs_growth,
+                        f"peak minus resident memory after imports (data, model, training): "
+                        f"cnnlab {ours_growth:,.0f} MB ÷ Keras {theirs_growth:,.0f} MB",
+                    )
+                )
+    return found
+
+
+def _workloads_table(settings: dict[str, Any], rows: list[TrainRow]) -> str:
+    sizes = {row.workload.key: (row.train_images, row.val_images) for row in rows}
+    lines = [
+        "| workload | train / val images | augmentation (cnnlab preset) | batch | optimiser | "
+        "epochs | target val acc |",
+        "|---|---:|---|---:|---|---:|---:|",
+    ]
+    for key, w in settings["workloads"].items():
+        train, val = sizes.get(key, ("—", "—"))
+        augment = ", ".join(f"{k} {v}" for k, v in w["augment"].items() if k != "preset")
+        optimiser = f"{w['optimizer']['name']} lr {w['optimizer']['lr']:g}"
+        lines.append(
+            f"| {w['title']} | {train} / {val} | {w['augment']['preset']}: {augment} | "
+            f"{w['batch_size']} | {optimiser} | {w['epochs']} | {w['target']:g} |"
+        )
+    return "\n".join(lines)
+
+
+def _results_table(rows: list[TrainRow], not_run: list[NotRun], workloads: list[str]) -> str:
+    lines = [
+        "| workload | pipeline | device | params | epoch 1 s (warm-up) | img/s (epochs 2+) | "
+        "time to target | best val acc | peak RSS MB (after imports) | peak GPU MB |",
+        "|---|---|---|---:|---:|---:|---|---:|---:|---:|",
+    ]
+    pipelines = [*PIPELINES, "all"]
+
+    def order(item: TrainRow | NotRun) -> tuple[int, str, int]:  # as the workloads, cnnlab first
+        return workloads.index(item.workload.key), item.device, pipelines.index(item.pipeline)
+
+    for item in sorted([*rows, *not_run], key=order):
+        name = PIPELINES.get(item.pipeline, item.pipeline)
+        if isinstance(item, NotRun):
+            lines.append(
+                f"| {item.workload.key} | {name} | {item.device} | {item.reason} |" + 6 * " — |"
+            )
+            continue
+        rss = f"{item.rss_mb:,.0f} ({item.import_rss_mb:,.0f})"
+        if item.workers_rss_mb > 1:  # DataLoader workers, their own processes
+            rss += f" + workers ≤ {item.workers_rss_mb:,.0f} each"
+        gpu = "—" if item.gpu_peak_mb is None else f"{item.gpu_peak_mb:,.0f}"
+        lines.append(
+            f"| {item.workload.key} | {name} | {item.device} | {item.params:,} | "
+            f"{item.warmup_s:.2f} | {item.img_per_s:,.1f} | {item.target_cell()} | "
+            f"{item.best_val:.3f} | {rss} | {gpu} |"
+        )
+    return "\n".join(lines)
+
+
+def _warmups(rows: list[TrainRow]) -> str:
+    """Epoch 1 minus a later epoch: set-up, tracing (Keras) and compilation (reference on CUDA)."""
+    parts = []
+    for row in rows:
+        later = [r["seconds"] for r in row.records[1:]]
+        if later:
+            extra = row.warmup_s - sum(later) / len(later)
+            parts.append(f"{row.workload.key} {row.pipeline} {row.device} {extra:+.2f} s")
+    if not parts:
+        return ""
+    return (
+        "Warm-up and compile overhead (epoch 1 minus the mean later epoch; it holds Keras's "
+        "tf.function tracing and, on CUDA, the reference's torch.compile): "
+        + "; ".join(parts)
+        + "."
+    )
+
+
+def markdown(
+    rows: list[TrainRow],
+    not_run: list[NotRun],
+    found_ratios: list[Ratio],
+    machine: dict[str, Any],
+    settings: dict[str, Any],
+) -> str:
+    peer = machine["keras_peer"]
+    keras = (
+        f"Keras {peer['keras']} (TensorFlow {peer['tensorflow']}, numpy {peer['numpy']}, scipy "
+        f"{peer['scipy']}; {peer['generator']})"
+        if peer
+        else "Keras not run"
+    )
+    gpu = f" GPU: {machine['gpu']}." if machine["gpu"] else ""
+    quick = ", quick run: timings mean nothing" if settings["quick"] else ""
+    threads, val_batch = settings["cpu_threads"], settings["val_batch_size"]
+    processes = (
+        "one process per pipeline for all workloads (quick: peak RSS spans them)"
+        if settings["quick"]
+        else "one process per pipeline and workload"
+    )
+    parts = [
+        f"## training: cnnlab vs Keras vs PyTorch DataLoader vs a hand-written loop{quick}",
+        "Same model, augmentation parameters, data (decoded once, the same uint8 pixels) and "
+        f"batch size for every pipeline; {processes}, in sequence. An epoch is one pass over the "
+        f"training split and one over the validation split (batch {val_batch}); img/s counts "
+        "training images over the epochs after the first; time to target runs from the start "
+        "of training to the end of the first epoch whose validation accuracy reaches the "
+        f"target. On the CPU every pipeline gets {threads} threads (DataLoader: {threads} "
+        "workers besides the main process).",
+        f"Machine: {machine_line(machine)}.{gpu} Peer: {keras}. 1-minute load average: "
+        f"{_load(machine['load_avg_before'])} before the run, "
+        f"{_load(machine['load_avg_after'])} after.",
+        busy_warning(machine["load_avg_before"], machine["cpu_count"]),
+        _workloads_table(settings, rows),
+        _results_table(rows, not_run, list(settings["workloads"])),
+        _warmups(rows),
+        ratios_table(found_ratios) if found_ratios else "",
+    ]
+    return "\n\n".join(part for part in parts if part) + "\n"
+
+
+def _load(value: float | None) -> str:
+    return "unknown" if value is None else f"{value:.2f}"
