@@ -21,13 +21,7 @@ from cnnlab.errors import ConfigError
 from cnnlab.evaluate.metrics import split_metrics
 from cnnlab.evaluate.predict import infer
 from cnnlab.models import count_params, format_summary, model_from_config
-from cnnlab.record import (
-    HistoryCSV,
-    data_manifest,
-    now,
-    versions,
-    write_predictions,
-)
+from cnnlab.record import HistoryCSV, now, run_manifest, write_predictions
 from cnnlab.runfolder import record_data, write_json
 from cnnlab.train.callbacks import BestWeights, Checkpoint, EarlyStopping, EpochLine, TrainState
 from cnnlab.train.checkpoint import load_state, load_weights, restore_rng
@@ -99,24 +93,20 @@ def run_experiment(
     write_predictions(folder / "predictions.csv", predicted)
     timings["evaluate_s"] = time.perf_counter() - clock
 
-    library_versions = versions()
-    manifest = {
-        "cnnlab": library_versions["cnnlab"],
-        "versions": library_versions,
-        "device": str(device),
-        "seed": cfg.seed,
-        "deterministic": cfg.train.deterministic,
-        "started": started,
-        "finished": now(),
-        "timings": timings,
-        "model": model_manifest(cfg, model),
-        "data": data_manifest(data),
-        "epochs_run": state.epoch,
-        "best_epoch": state.best_epoch,
-        "stopped_early": state.stop,
-        "stop_reason": state.stop_reason,
-        "stages": stages,
-    }
+    manifest = run_manifest(
+        cfg.seed,
+        device,
+        started,
+        timings,
+        model_manifest(cfg, model),
+        data,
+        deterministic=cfg.train.deterministic,
+        epochs_run=state.epoch,
+        best_epoch=state.best_epoch,
+        stopped_early=state.stop,
+        stop_reason=state.stop_reason,
+        stages=stages,
+    )
     write_json(folder / "manifest.json", manifest)
     report = write_report(folder, data, predicted, base.augment, cfg.seed)
     return RunResult(folder, metrics, manifest, report)

@@ -49,7 +49,7 @@ from cnnlab.evaluate.metrics import split_metrics
 from cnnlab.experiment import WEIGHTS, RunResult, data_config, eval_batches, write_report
 from cnnlab.models import count_params, format_summary, model_from_config
 from cnnlab.progress import progress_bar
-from cnnlab.record import data_manifest, now, versions, write_predictions
+from cnnlab.record import now, run_manifest, write_predictions
 from cnnlab.runfolder import record_data, write_json
 from cnnlab.train.checkpoint import load_weights
 from cnnlab.train.runtime import memory_format, seed_everything, select_device
@@ -124,20 +124,16 @@ def run_features(cfg: Experiment, folder: Path, console: Console) -> RunResult:
         "feature_dimension": int(dims),
         "classifier": classifier_manifest(cfg.classifier, classifier),
     }
-    library_versions = versions()
-    manifest = {
-        "cnnlab": library_versions["cnnlab"],
-        "versions": library_versions,
-        "device": str(device),
-        "seed": cfg.seed,
-        "started": started,
-        "finished": now(),
-        "timings": timings,
-        "model": model,
-        "data": data_manifest(data),
-        "fit_warnings": fit_warnings,
-        "note": NOT_SAVED,
-    }
+    manifest = run_manifest(
+        cfg.seed,
+        device,
+        started,
+        timings,
+        model,
+        data,
+        fit_warnings=fit_warnings,
+        note=NOT_SAVED,
+    )
     write_json(folder / "manifest.json", manifest)
     report = write_report(folder, data, predicted, None, cfg.seed)
     return RunResult(folder, metrics, manifest, report)

@@ -33,6 +33,31 @@ def versions() -> dict[str, str]:
     return found
 
 
+def run_manifest(
+    seed: int,
+    device: object,
+    started: str,
+    timings: dict[str, float],
+    model: dict[str, Any],
+    data: Data,
+    **details: Any,
+) -> dict[str, Any]:
+    """manifest.json: what ran, where, with which libraries, on which data; then `details`."""
+    library_versions = versions()
+    return {
+        "cnnlab": library_versions["cnnlab"],
+        "versions": library_versions,
+        "device": str(device),
+        "seed": seed,
+        "started": started,
+        "finished": now(),
+        "timings": timings,
+        "model": model,
+        "data": data_manifest(data),
+        **details,
+    }
+
+
 def data_manifest(data: Data) -> dict[str, Any]:
     health = data.health
     return {
