@@ -11,8 +11,8 @@ ImageDataGenerator parameters, batch size, optimiser and epochs.
 It trains with `model.fit(ImageDataGenerator(**params, rescale=1/255).flow(x, y, batch_size),
 epochs=E, validation_data=(x_val / 255, y_val))` and prints one JSON line per job: per-epoch seconds
 (on_epoch_begin to on_epoch_end: the training pass and the validation pass) and validation
-accuracy, count_params(), peak resident memory (getrusage ru_maxrss; and VmRSS after importing
-TensorFlow and Keras) and the versions. Threads are limited to the job's count (2) before numpy
+accuracy, count_params(), peak resident memory (VmHWM; and VmRSS after importing TensorFlow
+and Keras) and the versions. Threads are limited to the job's count (2) before numpy
 or TensorFlow load.
 """
 
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import sys
 import time
 
@@ -124,11 +123,12 @@ def versions(source: str) -> dict:
     }
 
 
-def current_rss_mb() -> float:
+def memory_mb(field: str) -> float:
+    """VmHWM (peak since exec; ru_maxrss would count the parent's too) or VmRSS, in MB."""
     try:
         with open("/proc/self/status", encoding="utf-8") as handle:
             for line in handle:
-                if line.startswith("VmRSS:"):
+                if line.startswith(f"{field}:"):
                     return int(line.split()[1]) / 1024
     except OSError:  # not Linux
         pass
@@ -183,16 +183,15 @@ def main(argv: list[str] | None = None) -> int:
     import keras
 
     generator_class, source = image_data_generator()
-    baseline = current_rss_mb()
+    baseline = memory_mb("VmRSS")
     about = versions(source)
     for job in jobs:
         found = train(job, generator_class) | {
             "workload": job["workload"],
             "pipeline": "keras",
             "device": "cpu",
-            "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "rss_mb": memory_mb("VmHWM"),
             "import_rss_mb": baseline,
-            "workers_rss_mb": 0.0,
             "gpu_peak_mb": None,
             "versions": about,
         }

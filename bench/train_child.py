@@ -5,9 +5,10 @@
 
 Prints one JSON line on stdout per job (a full run gives each process one job): the per-epoch
 seconds (training pass + validation pass) and validation accuracy, the model's parameter count,
-the process's peak resident memory (`getrusage(RUSAGE_SELF).ru_maxrss`) and its resident memory
-after the pipeline's imports (VmRSS), the DataLoader workers' peak (separate processes: the
-largest finished child), and on CUDA the peak GPU memory torch allocated.
+the process's peak resident memory (VmHWM: `ru_maxrss` would also count the parent's memory,
+which Linux carries across fork and exec) and its resident memory after the pipeline's imports
+(VmRSS), and on CUDA the peak GPU memory torch allocated. DataLoader workers are processes of
+their own and are not counted: they share the parent's pages copy-on-write.
 
 cnnlab runs through its public API only: `cnnlab.config.Experiment` and
 `cnnlab.experiment.run_experiment` on the extracted data folder (decoded into the job's cache
@@ -21,8 +22,8 @@ import csv
 import io
 import json
 import os
-import resource
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -39,20 +40,42 @@ def limit_threads(threads: int) -> None:
     torch.set_num_interop_threads(threads)
 
 
-def peak_rss_mb(who: int) -> float:
-    return resource.getrusage(who).ru_maxrss / 1024  # Linux reports KiB
-
-
-def current_rss_mb() -> float:
-    """Resident memory now (VmRSS): after the imports, the framework's own share."""
+def memory_mb(field: str) -> float:
+    """A line of /proc/self/status in MB: VmHWM (peak resident memory of this process since
+    its exec) or VmRSS (resident now); 0 where there is no /proc."""
     try:
         with open("/proc/self/status", encoding="utf-8") as handle:
             for line in handle:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:  # not Linux
+                if line.startswith(f"{field}:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
         pass
     return 0.0
+
+
+class TrainingPeak(threading.Thread):
+    """The highest VmRSS until the run's history.csv holds every epoch: cnnlab's memory while it
+    trains, apart from the evaluation of every split and the report run_experiment does after
+    training (which Keras's fit does not). Sampled every 20 ms, so it can only under-read."""
+
+    def __init__(self, history: Path, epochs: int):
+        super().__init__(daemon=True)
+        self.history, self.epochs = history, epochs
+        self.peak, self.stopped = 0.0, threading.Event()
+
+    def run(self) -> None:
+        checks = 0
+        while not self.stopped.wait(0.02):
+            self.peak = max(self.peak, memory_mb("VmRSS"))
+            checks += 1
+            if checks % 10 == 0 and self._epochs_logged() >= self.epochs:
+                return
+
+    def _epochs_logged(self) -> int:
+        try:
+            return max(0, len(self.history.read_text(encoding="utf-8").splitlines()) - 1)
+        except OSError:  # not written yet
+            return 0
 
 
 def run_cnnlab(job: dict[str, Any], device: str) -> dict[str, Any]:
@@ -63,12 +86,17 @@ def run_cnnlab(job: dict[str, Any], device: str) -> dict[str, Any]:
     from cnnlab.experiment import run_experiment
 
     folder = Path(job["work"]) / f"cnnlab-{device}"
+    watch = TrainingPeak(folder / "history.csv", job["epochs"])
+    watch.start()
     try:
         train = job["cnnlab"]["train"] | {"device": device}
         cfg = Experiment.model_validate(job["cnnlab"] | {"train": train})
         result = run_experiment(cfg, folder, console=Console(file=io.StringIO()))
     except (CnnlabError, ValueError) as err:  # e.g. a model cnnlab cannot build yet
         return {"not_run": f"not run: cnnlab: {str(err).splitlines()[0]}"}
+    finally:
+        watch.stopped.set()
+        watch.join()
     with open(folder / "history.csv", encoding="utf-8") as handle:
         history = list(csv.DictReader(handle))
     sizes = result.manifest["data"]["split_sizes"]
@@ -81,6 +109,7 @@ def run_cnnlab(job: dict[str, Any], device: str) -> dict[str, Any]:
         "train_images": sizes["train"],
         "val_images": sizes.get("val", 0),
         "versions": {"cnnlab": result.manifest["cnnlab"]},
+        "train_rss_mb": watch.peak,
     }
 
 
@@ -94,9 +123,7 @@ def run_peer(job: dict[str, Any], pipeline: str, device: str) -> dict[str, Any]:
     arrays = {name: np.load(path) for name, path in job["arrays"].items()}
     run = train_peers.run_idiomatic if pipeline == "idiomatic" else train_peers.run_reference
     records, model = run(job, arrays, torch.device(device))
-    workers = peak_rss_mb(resource.RUSAGE_CHILDREN) if pipeline == "idiomatic" else 0.0
     return {
-        "workers_rss_mb": workers,
         "records": records,
         "params": sum(p.numel() for p in model.parameters()),
         "train_images": len(arrays["y_train"]),
@@ -121,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         import bench.train_peers  # noqa: F401
 
     cuda = args.device.startswith("cuda")
-    baseline = current_rss_mb()
+    baseline = memory_mb("VmRSS")
     for job in jobs:
         if cuda:
             torch.cuda.reset_peak_memory_stats()
@@ -133,9 +160,9 @@ def main(argv: list[str] | None = None) -> int:
             "workload": job["workload"],
             "pipeline": args.pipeline,
             "device": args.device,
-            "rss_mb": peak_rss_mb(resource.RUSAGE_SELF),
+            "rss_mb": memory_mb("VmHWM"),
             "import_rss_mb": baseline,
-            "workers_rss_mb": found.get("workers_rss_mb", 0.0),
+            "train_rss_mb": found.get("train_rss_mb") or memory_mb("VmHWM"),
             "gpu_peak_mb": torch.cuda.max_memory_allocated() / 2**20 if cuda else None,
         }
         print(json.dumps(found), flush=True)
