@@ -42,6 +42,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="runs of each row; the table shows the median (train: one run, several epochs)",
     )
     parser.add_argument(
+        "--workload",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="train: only these workloads (repeatable): "
+        + ", ".join(w.key for w in train_workloads.WORKLOADS),
+    )
+    parser.add_argument(
         "--datasets", type=Path, default=DATASETS, help=f"shared datasets folder ({DATASETS})"
     )
     parser.add_argument(
@@ -60,6 +68,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if unknown:
         parser.error(f"unknown benchmark {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}")
     args.benchmarks = [name for name in BENCHMARKS if name in chosen] or list(BENCHMARKS)
+    known = {w.key: w for w in train_workloads.WORKLOADS}
+    strange = [name for name in args.workload if name not in known]
+    if strange:
+        parser.error(f"unknown workload {', '.join(strange)}; choose from {', '.join(known)}")
+    args.workloads = tuple(w for w in train_workloads.WORKLOADS if w.key in args.workload) or tuple(
+        known.values()
+    )
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: CUDA is not available here")
     cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
@@ -72,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     dataset = args.datasets / "cats_vs_dogs"
     absent = cats_vs_dogs.missing(dataset) if "decode_cache" in args.benchmarks else []
     if "train" in args.benchmarks:
-        absent += train_workloads.missing(args.datasets)
+        absent += train_workloads.missing(args.datasets, args.workloads)
     if absent:
         print(f"error: missing {', '.join(map(str, absent))}", file=sys.stderr)
         return 2
@@ -80,7 +95,13 @@ def main(argv: list[str] | None = None) -> int:
         if name == "decode_cache":
             result = decode_cache.run(dataset, args.out, repeats=args.repeats, quick=args.quick)
         elif name == "train":
-            result = train.run(args.datasets, args.out, quick=args.quick, devices=args.devices)
+            result = train.run(
+                args.datasets,
+                args.out,
+                quick=args.quick,
+                devices=args.devices,
+                workloads=args.workloads,
+            )
         else:
             result = augment.run(
                 args.out, repeats=args.repeats, quick=args.quick, devices=args.devices
