@@ -4,6 +4,7 @@ run that resumes across the stage boundary to the same result as an uninterrupte
 from __future__ import annotations
 
 import csv
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -184,6 +185,9 @@ def test_staged_run_killed_resumes_to_the_uninterrupted_result(
     assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
     stages = yaml.safe_load((b / "manifest.json").read_text())["stages"]
     assert stages[0]["trainable_params"] == 1280 * 3 + 3
+    assert [s["first_epoch"] for s in stages] == [1, 3]
+    report = (b / "report.html").read_text(encoding="utf-8")
+    assert re.search(r"a fine-tuning stage begins \(epoch\s+3\)", report)
     normalization = yaml.safe_load((b / "normalization.json").read_text())
     assert normalization["mean"] == normalization["std"] == [0.5, 0.5, 0.5]  # the weights' own
     assert stages[1]["lr"]["head"] == 0.001 and stages[1]["lr"]["blocks.5"] == 0.0005

@@ -16,6 +16,7 @@ from PIL import Image
 
 DPI = 110  # 1100 px wide at 10 in: the page's width, sharp enough on a laptop screen
 TRAIN_COLOR, VAL_COLOR, BEST_COLOR = "#1f77b4", "#ff7f0e", "#2ca02c"
+STAGE_COLOR = "#7f7f7f"
 ANNOTATE_MAX_CLASSES = 20  # beyond this, numbers in cells are unreadable
 GROUPED_MAX_CLASSES = 30
 TILE_MIN, TILE_MAX = 96, 160  # px: tiny images are enlarged, large ones shrunk to this
@@ -28,8 +29,13 @@ def png_bytes(figure: Figure) -> bytes:
     return buffer.getvalue()
 
 
-def learning_curves(history: Mapping[str, Sequence[float]], best_epoch: int | None) -> bytes:
-    """Loss and accuracy per epoch, train against validation, the best epoch marked."""
+def learning_curves(
+    history: Mapping[str, Sequence[float]],
+    best_epoch: int | None,
+    stage_starts: Sequence[int] = (),
+) -> bytes:
+    """Loss and accuracy per epoch, train against validation, the best epoch marked, and the
+    first epoch of each later fine-tuning stage."""
     panels = [name for name in ("loss", "accuracy") if _present(history, name)]
     panels = panels or ["loss"]
     figure = Figure(figsize=(10, 3.8), layout="constrained")
@@ -48,6 +54,9 @@ def learning_curves(history: Mapping[str, Sequence[float]], best_epoch: int | No
                 linewidth=1.2,
                 label=f"best epoch ({best_epoch})",
             )
+        for number, first in enumerate(stage_starts, start=2):
+            label = "next stage begins" if number == 2 else None
+            ax.axvline(first - 0.5, color=STAGE_COLOR, linestyle=":", linewidth=1.2, label=label)
         ax.set_title(name)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)

@@ -103,6 +103,8 @@ TEMPLATE = """<!DOCTYPE html>
   <p class="hint">Train against validation per epoch.
   {%- if curves.best_epoch %} Dashed line: best epoch {{ curves.best_epoch }} by
   {{ curves.monitor }}, whose weights were kept.{% endif %}
+  {%- if curves.stage_starts %} Dotted lines: a fine-tuning stage begins (epoch
+  {{ curves.stage_starts | join(", ") }}).{% endif %}
   {%- if not curves.has_val %} No validation split: training curves only.{% endif %}</p>
   <img class="figure" src="{{ curves.src }}" alt="loss and accuracy per epoch">
   {% else %}<p class="hint">No training history recorded (history.csv).</p>{% endif %}

@@ -114,9 +114,12 @@ def curves(run: RunFiles) -> dict[str, Any] | None:
     if not run.history or not has_values(run.history.get("loss")):
         return None
     epoch, monitor = best_epoch(run)
+    stages = [mapping(stage) for stage in run.manifest.get("stages") or []]
+    starts = [int(s["first_epoch"]) for s in stages[1:] if s.get("first_epoch")]
     return {
-        "src": data_uri(figures.learning_curves(run.history, epoch)),
+        "src": data_uri(figures.learning_curves(run.history, epoch, starts)),
         "best_epoch": epoch,
+        "stage_starts": starts,
         "monitor": monitor,
         "has_val": has_values(run.history.get("val_loss")),
     }

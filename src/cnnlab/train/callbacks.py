@@ -25,7 +25,7 @@ class TrainState:
     stop: bool = False
     stop_reason: str = ""
     stage: int = 0  # index into the run's stages (model.stages)
-    stage_start: int = 0  # the epoch the current stage began at
+    stage_starts: list[int] = field(default_factory=lambda: [0])  # epochs run before each
 
 
 class Callback:

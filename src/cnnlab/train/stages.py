@@ -52,12 +52,13 @@ def run_stages(
     summary = []
     for index, stage in enumerate(stages):
         trainee = stage_trainee(base, stage, cfg, steps)
-        summary.append(_describe(index, stage, trainee))
-        if index < state.stage:
-            continue
         if index > state.stage:  # a new stage starts where the last one ended (or stopped)
-            state.stage, state.stage_start, state.stop = index, state.epoch, False
-        end = state.stage_start + stage.epochs
+            state.stage, state.stop = index, False
+            state.stage_starts.append(state.epoch)
+        summary.append(_describe(index, stage, trainee, state.stage_starts[index]))
+        if index < state.stage:  # finished before this run was resumed
+            continue
+        end = state.stage_starts[index] + stage.epochs
         if saved is not None and saved["state"]["stage"] == index:
             trainee.optimizer.load_state_dict(saved["optimizer"])
             trainee.schedule.load_state_dict(saved["schedule"])
@@ -91,12 +92,13 @@ def stage_trainee(base: Trainee, stage: StageConfig, cfg: Experiment, steps: int
     return Trainee(model, optimizer, schedule, base.objective, base.preprocess, base.augment)
 
 
-def _describe(index: int, stage: StageConfig, trainee: Trainee) -> dict[str, Any]:
+def _describe(index: int, stage: StageConfig, trainee: Trainee, start: int) -> dict[str, Any]:
     model = trainee.model
     trainable, _ = count_params(model)
     blocks = model.trainable_blocks() if hasattr(model, "trainable_blocks") else None
     return {
         "stage": index + 1,
+        "first_epoch": start + 1,
         "epochs": stage.epochs,
         "unfreeze": stage.unfreeze,
         "trainable_blocks": blocks,
