@@ -77,6 +77,11 @@ class TrainRow:
         seconds = sum(r["seconds"] for r in timed)
         return self.train_images * len(timed) / seconds if seconds > 0 else 0.0
 
+    def epoch_spread(self) -> str:
+        """The slowest and fastest timed epoch, as img/s: how steady the machine was."""
+        timed = [r["seconds"] for r in (self.records[1:] or self.records)]
+        return f"{self.train_images / max(timed):,.1f} to {self.train_images / min(timed):,.1f}"
+
     @property
     def best_val(self) -> float:
         return max(r["val_accuracy"] for r in self.records)
@@ -209,8 +214,8 @@ def _workloads_table(settings: dict[str, Any], rows: list[TrainRow]) -> str:
 
 def _results_table(rows: list[TrainRow], not_run: list[NotRun], workloads: list[str]) -> str:
     lines = [
-        "| workload | pipeline | device | params | epoch 1 s (warm-up) | img/s (epochs 2+) | "
-        "time to target | best val acc | peak RSS MB (after imports) | peak GPU MB |",
+        "| workload | pipeline | device | params | epoch 1 s (warm-up) | img/s, epochs 2+ (range) "
+        "| time to target | best val acc | peak RSS MB (after imports) | peak GPU MB |",
         "|---|---|---|---:|---:|---:|---|---:|---:|---:|",
     ]
     pipelines = [*PIPELINES, "all"]
@@ -231,7 +236,8 @@ def _results_table(rows: list[TrainRow], not_run: list[NotRun], workloads: list[
         gpu = "—" if item.gpu_peak_mb is None else f"{item.gpu_peak_mb:,.0f}"
         lines.append(
             f"| {item.workload.key} | {name} | {item.device} | {item.params:,} | "
-            f"{item.warmup_s:.2f} | {item.img_per_s:,.1f} | {item.target_cell()} | "
+            f"{item.warmup_s:.2f} | {item.img_per_s:,.1f} ({item.epoch_spread()}) | "
+            f"{item.target_cell()} | "
             f"{item.best_val:.3f} | {rss} | {gpu} |"
         )
     return "\n".join(lines)
