@@ -6,8 +6,7 @@ them. `prepare` decodes it once with cnnlab's own `load_data` (into a cache the 
 reuses) and saves the train and validation splits as .npy files for the peers, so every pipeline
 sees the same pixels and no pipeline's training time includes decoding.
 
-Adding a workload (for example EfficientNet-Lite0 fine-tuning, once `cnnlab.models` has
-backbones) is one more `Workload` in `WORKLOADS`: `model` is what cnnlab's config takes,
+Adding a workload is one more `Workload` in `WORKLOADS`: `model` is what cnnlab's config takes,
 `peer_model` tells the PyTorch peers how to build the same network (`{"timm": name}`; left
 empty, they and Keras build cnnlab's zoo layer list), and `gpu_only` skips it on the CPU with a
 printed reason (Keras, tensorflow-cpu, then has no row). A model cnnlab cannot build yet gives a
@@ -117,7 +116,7 @@ WORKLOADS: tuple[Workload, ...] = (
         dataset="cats_vs_dogs",
         zips=("train.zip", "validation.zip"),
         data={"target_size": (224, 224)},
-        model={"name": "resnet50"},
+        model={"backbone": "resnet50", "weights": "none"},  # GAP + Dense softmax head
         augment="s0",
         batch_size=64,
         optimizer={"name": "adamw", "lr": 1e-3},
@@ -125,6 +124,22 @@ WORKLOADS: tuple[Workload, ...] = (
         full=Size(per_class=None, epochs=4),
         quick=Size(per_class=32, epochs=2),
         peer_model={"timm": "resnet50"},
+        gpu_only=True,
+    ),
+    Workload(
+        key="efficientnet_lite0",
+        title="EfficientNet-Lite0 fine-tuning (ImageNet weights), cats_vs_dogs 128x128 RGB",
+        dataset="cats_vs_dogs",
+        zips=("train.zip", "validation.zip"),
+        data={"target_size": (128, 128)},
+        model={"backbone": "efficientnet_lite0"},  # its local ImageNet weights; all trains
+        augment="s0",
+        batch_size=32,
+        optimizer={"name": "adam", "lr": 1e-4},
+        target=0.9,
+        full=Size(per_class=None, epochs=4),
+        quick=Size(per_class=16, epochs=2),
+        peer_model={"timm": "tf_efficientnet_lite0"},  # the same network, random weights
         gpu_only=True,
     ),
 )
