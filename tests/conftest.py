@@ -21,13 +21,19 @@ SHARED_DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datas
 
 
 def require_folder(folder: Path) -> Path:
-    """`folder` when present; absent: skip locally, but fail on CI, where it must be."""
-    if not folder.is_dir():
-        reason = f"real datasets not found at {folder} (the shared/ folder beside the repo)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{reason}; CI must provide them")
-        pytest.skip(reason)
+    """`folder` (or file) when present; absent: skip locally, but fail on CI, where it must be."""
+    require_paths([folder])
     return folder
+
+
+def require_paths(paths: list[Path]) -> None:
+    absent = [str(path) for path in paths if not path.exists()]
+    if not absent:
+        return
+    reason = f"real datasets not found ({', '.join(absent)}; the shared/ folder beside the repo)"
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason}; CI must provide them")
+    pytest.skip(reason)
 
 
 @pytest.fixture
