@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import shutil
-import zipfile
-from collections import defaultdict
-from pathlib import Path, PurePosixPath
+from pathlib import Path
+
+from bench.common import extract_subset
 
 ZIPS = ("train.zip", "validation.zip")
 TOP = "cats_and_dogs_filtered"
@@ -21,31 +20,5 @@ def extract(dataset: Path, target: Path, per_class: int | None = None) -> Path:
     `target/cats_and_dogs_filtered/{train,validation}/{cats,dogs}/*.jpg`; with `per_class`,
     only the first that many files (by name) of each split and class. Returns `target`."""
     for archive in ZIPS:
-        with zipfile.ZipFile(dataset / archive) as bundle:
-            for member in _chosen(bundle, per_class):
-                _extract_one(bundle, member, target)
+        extract_subset(dataset / archive, target, per_class)
     return target
-
-
-def _chosen(bundle: zipfile.ZipFile, per_class: int | None) -> list[zipfile.ZipInfo]:
-    files = sorted((m for m in bundle.infolist() if not m.is_dir()), key=lambda m: m.filename)
-    if per_class is None:
-        return files
-    taken: dict[str, int] = defaultdict(int)
-    chosen = []
-    for member in files:
-        folder = str(PurePosixPath(member.filename).parent)
-        if taken[folder] < per_class:
-            taken[folder] += 1
-            chosen.append(member)
-    return chosen
-
-
-def _extract_one(bundle: zipfile.ZipFile, member: zipfile.ZipInfo, target: Path) -> None:
-    name = PurePosixPath(member.filename)
-    if name.is_absolute() or ".." in name.parts:
-        raise ValueError(f"refusing to extract {member.filename!r}: it leaves the target folder")
-    path = target.joinpath(*name.parts)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with bundle.open(member) as source, open(path, "wb") as sink:
-        shutil.copyfileobj(source, sink)

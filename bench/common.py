@@ -5,12 +5,16 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
+import shutil
 import statistics
 import sys
 import time
+import zipfile
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
 
 from cnnlab.atomic import write_text
@@ -149,3 +153,41 @@ def write_outputs(out_dir: Path, name: str, markdown: str, payload: dict[str, An
 def progress(message: str) -> None:
     """Progress goes to stderr, so stdout holds only the tables."""
     print(message, file=sys.stderr, flush=True)
+
+
+def extract_subset(
+    archive: Path, target: Path, per_class: int | None = None, pattern: str | None = None
+) -> None:
+    """The files of `archive` under `target`; with `per_class`, only the first that many (by
+    name) of each folder (and of each `pattern` group 1 within it, for labels in file names).
+    Names that would leave `target` are refused."""
+    with zipfile.ZipFile(archive) as bundle:
+        for member in _chosen(bundle, per_class, pattern):
+            name = PurePosixPath(member.filename)
+            if name.is_absolute() or ".." in name.parts:
+                raise ValueError(
+                    f"refusing to extract {member.filename!r} from {archive}: it leaves the "
+                    "target folder"
+                )
+            path = target.joinpath(*name.parts)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with bundle.open(member) as source, open(path, "wb") as sink:
+                shutil.copyfileobj(source, sink)
+
+
+def _chosen(
+    bundle: zipfile.ZipFile, per_class: int | None, pattern: str | None
+) -> list[zipfile.ZipInfo]:
+    files = sorted((m for m in bundle.infolist() if not m.is_dir()), key=lambda m: m.filename)
+    if per_class is None:
+        return files
+    taken: dict[tuple[str, str], int] = defaultdict(int)
+    chosen = []
+    for member in files:
+        path = PurePosixPath(member.filename)
+        found = re.search(pattern, path.name) if pattern else None
+        group = (str(path.parent), found.group(1) if found else "")
+        if taken[group] < per_class:
+            taken[group] += 1
+            chosen.append(member)
+    return chosen

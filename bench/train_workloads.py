@@ -15,16 +15,13 @@ printed reason (Keras, tensorflow-cpu, then has no row). A model cnnlab cannot b
 
 from __future__ import annotations
 
-import re
-import shutil
-import zipfile
-from collections import defaultdict
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from bench.common import extract_subset
 from cnnlab.config import DataConfig
 from cnnlab.data.pipeline import load_data
 from cnnlab.models import MODELS
@@ -172,7 +169,9 @@ def prepare(workload: Workload, datasets: Path, work: Path, quick: bool) -> Prep
     folder = work / "source"
     pattern = workload.data.get("label_pattern")
     for name in workload.zips:
-        extract(datasets / workload.dataset / name, folder, workload.size(quick).per_class, pattern)
+        extract_subset(
+            datasets / workload.dataset / name, folder, workload.size(quick).per_class, pattern
+        )
     cache_dir = work / "cache"
     data = load_data(cnnlab_data(workload, folder, cache_dir), seed=0)
     arrays: dict[str, Path] = {}
@@ -195,33 +194,3 @@ def prepare(workload: Workload, datasets: Path, work: Path, quick: bool) -> Prep
         train_size=len(data.splits["train"]),
         val_size=len(data.splits["val"]),
     )
-
-
-def extract(archive: Path, target: Path, per_class: int | None, pattern: str | None) -> None:
-    """The files of `archive` under `target`; with `per_class`, only the first that many (by
-    name) of each folder and label. Names that would leave `target` are refused."""
-    with zipfile.ZipFile(archive) as bundle:
-        for member in _chosen(bundle, per_class, pattern):
-            name = PurePosixPath(member.filename)
-            if name.is_absolute() or ".." in name.parts:
-                raise ValueError(f"refusing to extract {member.filename!r} from {archive}")
-            path = target.joinpath(*name.parts)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with bundle.open(member) as source, open(path, "wb") as sink:
-                shutil.copyfileobj(source, sink)
-
-
-def _chosen(bundle: zipfile.ZipFile, per_class: int | None, pattern: str | None) -> list:
-    files = sorted((m for m in bundle.infolist() if not m.is_dir()), key=lambda m: m.filename)
-    if per_class is None:
-        return files
-    taken: dict[tuple[str, str], int] = defaultdict(int)
-    chosen = []
-    for member in files:
-        path = PurePosixPath(member.filename)
-        found = re.search(pattern, path.name) if pattern else None
-        group = (str(path.parent), found.group(1) if found else "")
-        if taken[group] < per_class:
-            taken[group] += 1
-            chosen.append(member)
-    return chosen
