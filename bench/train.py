@@ -45,7 +45,7 @@ from cnnlab.augment.presets import AUGMENT_PRESETS
 
 NAME = "train"
 CPU_THREADS = 2  # torch threads, DataLoader workers, TensorFlow's pools
-VAL_BATCH = 256  # every pipeline's validation batch (cnnlab's evaluate.batch_size default)
+GPU_VAL_BATCH = 256  # every pipeline's validation batch on CUDA; on the CPU the training batch
 SEED = 0
 KERAS_SCRIPT = Path(__file__).with_name("keras_train_peer.py")
 CHILD_TIMEOUT_S = 3600
@@ -182,6 +182,8 @@ def write_job(workload: Workload, prepared: Prepared, work: Path, quick: bool, d
     parameters, batch size, optimiser and epochs."""
     size = workload.size(quick)
     threads = CPU_THREADS if device == "cpu" else min(8, os.cpu_count() or 1)
+    # Keras validates at the training batch size, and so does cnnlab on the CPU by default
+    val_batch = workload.batch_size if device == "cpu" else GPU_VAL_BATCH
     data = cnnlab_data(workload, prepared.folder, prepared.cache_dir).model_dump(mode="json")
     job = {
         "workload": workload.key,
@@ -195,7 +197,7 @@ def write_job(workload: Workload, prepared: Prepared, work: Path, quick: bool, d
         "peer_model": workload.peer_model,
         "augment": AUGMENT_PRESETS.get(workload.augment),
         "batch_size": workload.batch_size,
-        "val_batch_size": VAL_BATCH,
+        "val_batch_size": val_batch,
         "epochs": size.epochs,
         "optimizer": workload.optimizer,
         "arrays": {name: str(path) for name, path in prepared.arrays.items()},
@@ -209,7 +211,7 @@ def write_job(workload: Workload, prepared: Prepared, work: Path, quick: bool, d
                 "batch_size": workload.batch_size,
                 "optimizer": workload.optimizer,
             },
-            "evaluate": {"batch_size": VAL_BATCH},
+            "evaluate": {"batch_size": val_batch},
         },
     }
     path = work / f"job-{device}.json"
@@ -260,7 +262,7 @@ def _settings(
         "quick": quick,
         "devices": list(devices),
         "cpu_threads": CPU_THREADS,
-        "val_batch_size": VAL_BATCH,
+        "val_batch_size": {"cpu": "the training batch", "cuda": GPU_VAL_BATCH},
         "seed": SEED,
         "keras_python": str(python),
         "workloads": {

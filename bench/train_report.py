@@ -278,6 +278,7 @@ def markdown(
     gpu = f" GPU: {machine['gpu']}." if machine["gpu"] else ""
     quick = ", quick run: timings mean nothing" if settings["quick"] else ""
     threads, val_batch = settings["cpu_threads"], settings["val_batch_size"]
+    val_batch = f"the training batch on the CPU, {val_batch['cuda']} on CUDA"
     processes = (
         "one process per pipeline for all workloads (quick: peak RSS spans them)"
         if settings["quick"]
@@ -287,7 +288,7 @@ def markdown(
         f"## training: cnnlab vs Keras vs PyTorch DataLoader vs a hand-written loop{quick}",
         "Same model, augmentation parameters, data (decoded once, the same uint8 pixels) and "
         f"batch size for every pipeline; {processes}, in sequence. An epoch is one pass over the "
-        f"training split and one over the validation split (batch {val_batch}); img/s counts "
+        f"training split and one over the validation split (batch: {val_batch}); img/s counts "
         "training images over the epochs after the first; time to target runs from the start "
         "of training to the end of the first epoch whose validation accuracy reaches the "
         f"target. On the CPU every pipeline gets {threads} threads (DataLoader: {threads} "

@@ -27,11 +27,12 @@ from cnnlab.train.callbacks import BestWeights, Checkpoint, EarlyStopping, Epoch
 from cnnlab.train.checkpoint import load_state, load_weights, restore_rng
 from cnnlab.train.loop import Trainee
 from cnnlab.train.objective import Objective
-from cnnlab.train.runtime import memory_format, seed_everything, select_device, set_deterministic
+from cnnlab.train.runtime import IMAGE_LAYOUT, seed_everything, select_device, set_deterministic
 from cnnlab.train.stages import run_stages, total_epochs
 
 WEIGHTS = "model.safetensors"
 SHOWN_MISTAKES = 32
+GPU_EVAL_BATCH = 256  # evaluate.batch_size unset, on a GPU
 
 
 @dataclass
@@ -64,7 +65,7 @@ def run_experiment(
     write_text(folder / "summary.txt", format_summary(model, data.input_shape) + "\n")
     if getattr(model, "info", None) is not None:
         console.print(weights_line(model.info), highlight=False)
-    model = model.to(device, memory_format=memory_format(device))
+    model = model.to(device, memory_format=IMAGE_LAYOUT)
     base = make_trainee(model, cfg, data, device)
     base.preprocess.normalization.save(folder / "normalization.json")
     saved = load_state(folder) if resume else None
@@ -164,8 +165,19 @@ def eval_batches(
     if split is None:
         return None
     return DeviceBatches(
-        split.images, split.labels, batch_size=cfg.evaluate.batch_size, device=device, shuffle=False
+        split.images,
+        split.labels,
+        batch_size=eval_batch_size(cfg, device),
+        device=device,
+        shuffle=False,
     )
+
+
+def eval_batch_size(cfg: Experiment, device: torch.device) -> int:
+    """See EvaluateConfig.batch_size."""
+    if cfg.evaluate.batch_size is not None:
+        return cfg.evaluate.batch_size
+    return GPU_EVAL_BATCH if device.type == "cuda" else cfg.train.batch_size
 
 
 def default_callbacks(

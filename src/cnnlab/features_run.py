@@ -52,7 +52,7 @@ from cnnlab.progress import progress_bar
 from cnnlab.record import now, run_manifest, write_predictions
 from cnnlab.runfolder import record_data, write_json
 from cnnlab.train.checkpoint import load_weights
-from cnnlab.train.runtime import memory_format, seed_everything, select_device
+from cnnlab.train.runtime import IMAGE_LAYOUT, seed_everything, select_device
 
 RUN_FILES = ("config.yaml", "manifest.json", WEIGHTS, "normalization.json")
 NOT_SAVED = (
@@ -143,11 +143,11 @@ def extract_splits(
     source: FeatureSource, data: Data, cfg: Experiment, device: torch.device, folder: Path
 ) -> dict[str, np.ndarray]:
     """Every split's features; the extractor's summary and normalisation go into the folder."""
-    extractor = source.extractor.to(device, memory_format=memory_format(device))
+    extractor = source.extractor.to(device, memory_format=IMAGE_LAYOUT)
     summary = format_summary(extractor, data.input_shape)
     write_text(folder / "summary.txt", f"{summary}\nClassifier: {describe(cfg.classifier)}\n")
     source.normalization.save(folder / "normalization.json")
-    preprocess = EvalTransform(source.normalization, memory_format(device))
+    preprocess = EvalTransform(source.normalization, IMAGE_LAYOUT)
     features = {}
     for name in data.splits:
         batches = eval_batches(data, name, cfg, device)

@@ -4,9 +4,10 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from cnnlab.models import build_layers, count_params
-from cnnlab.models.layers import ACTIVATIONS
+from cnnlab.models.layers import ACTIVATIONS, pad_same
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -153,3 +154,33 @@ def test_global_average_pooling_gives_one_value_per_channel():
 def test_dropout_rate_is_the_fraction_dropped():
     model = build_layers([{"Dropout": 0.9}], (4,))
     assert model.dropout.p == 0.9
+
+
+@pytest.mark.parametrize("padding", ["valid", "same"])
+def test_conv_relu_then_max_pool_equals_keras_order_in_values_and_gradients(padding):
+    # cnnlab applies the ReLU after the pool (cheaper); Keras's order is ReLU, then max. Integer
+    # pixels and weights make ties and all-negative windows common: where the two could differ.
+    layers = [
+        {"Conv2D": {"filters": 3, "kernel_size": 3, "activation": "relu"}},
+        {"MaxPooling2D": {"pool_size": 3, "strides": 2, "padding": padding}},
+        "Flatten",
+        {"Dense": 2},
+    ]
+    model = build_layers(layers, (12, 11, 2)).to(DEVICE)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        model.conv2d.weight.copy_(torch.randint(-2, 3, model.conv2d.weight.shape, generator=gen))
+        model.conv2d.bias.copy_(torch.tensor([-12.0, -6.0, 0.0]))
+    x = torch.randint(-3, 4, (4, 2, 12, 11), generator=gen).float().to(DEVICE)
+
+    h = torch.relu(F.conv2d(x, model.conv2d.weight, model.conv2d.bias))
+    if padding == "same":
+        h = pad_same(h, (3, 3), (2, 2), value=float("-inf"))
+    pooled = F.max_pool2d(h, 3, 2)
+    assert (pooled == 0).sum() > 10  # windows where no pixel is positive
+    ours, reference = model(x), model.dense(model.flatten(pooled))
+    assert torch.equal(ours, reference)
+    weights = [model.conv2d.weight, model.conv2d.bias, model.dense.weight]
+    grads = torch.autograd.grad(ours.square().sum(), weights)
+    expected = torch.autograd.grad(reference.square().sum(), weights)
+    assert all(torch.equal(a, b) for a, b in zip(grads, expected, strict=True))

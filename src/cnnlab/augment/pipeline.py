@@ -18,7 +18,7 @@ from cnnlab.augment.modern import ModernAugmenter, ModernParams, mix
 from cnnlab.augment.normalize import Normalization, fit_normalization
 from cnnlab.config import AugmentConfig
 from cnnlab.models.weights import Preprocessing
-from cnnlab.train.runtime import memory_format
+from cnnlab.train.runtime import IMAGE_LAYOUT
 
 
 def modern_params(cfg: AugmentConfig) -> ModernParams:
@@ -99,8 +99,7 @@ def build_transforms(
     """A run's training and evaluation transforms, normalised by its training images (or by
     the pretrained backbone's mean/std)."""
     normalization = fit_normalization(cfg, train_images, pretrained)
-    layout = memory_format(device)
     return (
-        TrainTransform(cfg, normalization, layout, seed, device),
-        EvalTransform(normalization, layout),
+        TrainTransform(cfg, normalization, IMAGE_LAYOUT, seed, device),
+        EvalTransform(normalization, IMAGE_LAYOUT),
     )

@@ -11,6 +11,7 @@ binary cross-entropy) and the transform of `model.probabilities(logits)`.
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from collections import Counter, OrderedDict
@@ -95,6 +96,8 @@ def build_layers(
         shapes.append(out)
         shape = out
     _check_classes(specs[-1], shape, head, num_classes)
+    for conv, pool in itertools.pairwise(modules.values()):
+        L.relu_after_max_pooling(conv, pool)
     return KerasModel(
         modules, name=name, input_shape=first_shape, layer_shapes=shapes, head_activation=head
     )
@@ -203,7 +206,7 @@ def _conv2d(a: dict[str, Any], shape: Shape, where: str) -> tuple[nn.Module, Sha
     return L.Conv2D(c, a["filters"], k, s, p, d, a["use_bias"], a["activation"]), out
 
 
-def _pooling(cls: type[L.MaxPooling2D]) -> Callable[..., tuple[nn.Module, Shape]]:
+def _pooling(cls: type[L.Pooling2D]) -> Callable[..., tuple[nn.Module, Shape]]:
     def build(a: dict[str, Any], shape: Shape, where: str) -> tuple[nn.Module, Shape]:
         h, w, c = _image(shape, where)
         k, p = a["pool_size"], a["padding"]
