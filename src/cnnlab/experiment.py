@@ -18,7 +18,6 @@ from cnnlab.config import Experiment
 from cnnlab.data.batches import DeviceBatches
 from cnnlab.data.pipeline import Data, load_data
 from cnnlab.errors import ConfigError
-from cnnlab.evaluate.metrics import split_metrics
 from cnnlab.evaluate.predict import infer
 from cnnlab.models import count_params, format_summary, model_from_config
 from cnnlab.record import HistoryCSV, now, run_manifest, write_predictions
@@ -209,6 +208,9 @@ def default_callbacks(
 
 
 def evaluate_all(trainee: Trainee, data: Data, cfg: Experiment, device: torch.device):
+    # scikit-learn (and scipy) only once training is over: 70 MB resident and 1.5 s at import
+    from cnnlab.evaluate.metrics import split_metrics
+
     metrics: dict[str, Any] = {}
     predicted = {}
     for name, split in data.splits.items():
