@@ -266,6 +266,14 @@ class TrainConfig(Section):
     # The best weights (by early_stopping.monitor, else val_loss) are kept as model.safetensors.
     deterministic: bool = False  # bitwise-equal reruns on the same machine, a little slower
     device: str = "auto"  # auto: cuda when present, else cpu
+    # torch.compile's mode, or off; reduce-overhead adds CUDA graphs (small models on a GPU).
+    # On the CPU the reports' models train slower compiled: leave it off there.
+    compile: Literal["off", "default", "reduce-overhead", "max-autotune"] = "off"
+
+    @field_validator("compile", mode="before")
+    @classmethod
+    def _compile_switch(cls, value: Any) -> Any:
+        return {True: "default", False: "off"}[value] if isinstance(value, bool) else value
 
 
 class EvaluateConfig(Section):

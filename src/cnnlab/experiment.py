@@ -24,6 +24,7 @@ from cnnlab.record import HistoryCSV, now, run_manifest, write_predictions
 from cnnlab.runfolder import record_data, write_json
 from cnnlab.train.callbacks import BestWeights, Checkpoint, EarlyStopping, EpochLine, TrainState
 from cnnlab.train.checkpoint import load_state, load_weights, restore_rng
+from cnnlab.train.compiled import compile_model
 from cnnlab.train.loop import Trainee
 from cnnlab.train.objective import Objective
 from cnnlab.train.runtime import IMAGE_LAYOUT, seed_everything, select_device, set_deterministic
@@ -65,6 +66,8 @@ def run_experiment(
     if getattr(model, "info", None) is not None:
         console.print(weights_line(model.info), highlight=False)
     model = model.to(device, memory_format=IMAGE_LAYOUT)
+    if cfg.train.compile != "off":
+        compile_model(model, cfg.train.compile)
     base = make_trainee(model, cfg, data, device)
     base.preprocess.normalization.save(folder / "normalization.json")
     saved = load_state(folder) if resume else None
@@ -85,6 +88,8 @@ def run_experiment(
 
     stages = run_stages(base, cfg, train, val, state, saved, callbacks, console)
     timings["train_s"] = time.perf_counter() - clock
+    if cfg.train.compile != "off":
+        timings["compile_s"] = sum(stage.get("compile_s", 0.0) for stage in stages)
 
     clock = time.perf_counter()
     load_weights(model, folder / WEIGHTS)  # evaluate the kept (best) weights

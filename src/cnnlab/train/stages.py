@@ -18,6 +18,7 @@ from rich.console import Console
 from cnnlab.config import Experiment, StageConfig
 from cnnlab.models.summary import count_params
 from cnnlab.train.callbacks import Callback, TrainState
+from cnnlab.train.compiled import warm_up
 from cnnlab.train.loop import Trainee, fit
 from cnnlab.train.optim import KERAS_LR, build_optimizer, build_schedule
 
@@ -64,6 +65,13 @@ def run_stages(
             trainee.schedule.load_state_dict(saved["schedule"])
         if state.epoch < end and len(stages) > 1:
             console.print(_stage_line(summary[-1], len(stages)), highlight=False)
+        if state.epoch < end and cfg.train.compile != "off":  # a stage's freezing: new graphs
+            summary[-1]["compile_s"] = round(warm_up(trainee, train, val), 2)
+            console.print(
+                f"Compiled in {summary[-1]['compile_s']:.1f} s (torch.compile, mode "
+                f"{cfg.train.compile}; the epochs' seconds leave it out)",
+                highlight=False,
+            )
         fit(trainee, train, val, end, cfg.train.steps_per_epoch, callbacks(trainee, end), state)
     return summary
 
