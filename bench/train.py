@@ -210,6 +210,7 @@ def write_job(workload: Workload, prepared: Prepared, work: Path, quick: bool, d
                 "epochs": size.epochs,
                 "batch_size": workload.batch_size,
                 "optimizer": workload.optimizer,
+                "compile": "default" if device == "cuda" else "off",  # as the reference loop
             },
             "evaluate": {"batch_size": val_batch},
         },
