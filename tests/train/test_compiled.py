@@ -46,11 +46,15 @@ def test_batch_sizes_are_the_full_batch_and_the_last_partial_one():
     assert batch_sizes(None) == []
 
 
-def test_warm_up_leaves_statistics_random_state_and_gradients_as_they_were():
+@pytest.mark.parametrize("head", ["softmax", "sigmoid"])
+def test_warm_up_leaves_statistics_random_state_and_gradients_as_they_were(head):
     # Run eagerly: what the warm-up must undo is the same with or without compilation.
     torch.manual_seed(0)
-    model = build_layers(LAYERS, (12, 12, 3)).to(DEVICE, memory_format=IMAGE_LAYOUT)
-    trainee = Trainee(model, None, None, Objective(None, 2), lambda x: x.float() / 255)
+    units = 2 if head == "softmax" else 1
+    layers = [*LAYERS[:-1], {"Dense": {"units": units, "activation": head}}]
+    model = build_layers(layers, (12, 12, 3)).to(DEVICE, memory_format=IMAGE_LAYOUT)
+    objective = Objective(model.head_activation, units)
+    trainee = Trainee(model, None, None, objective, lambda x: x.float() / 255)
     with torch.no_grad():  # statistics a zero batch would visibly move
         model.batch_normalization.running_mean.fill_(0.5)
         model.batch_normalization.running_var.fill_(2.0)
