@@ -424,3 +424,25 @@ def test_run_with_a_bad_layer_exits_2_naming_it(tmp_path, two_shapes):
     config = experiment_file(tmp_path / "bad.yaml", two_shapes, layers)
     result = run_cli("run", str(config), "--output", str(tmp_path / "runs"))
     assert_user_error(result, "model.layers[0].Conv2D.filtres", "did you mean 'filters'")
+
+
+def test_resume_accepts_a_run_begun_before_newer_keys_and_another_evaluation_batch(
+    tmp_path, two_shapes
+):
+    # config.yaml as an earlier cnnlab wrote it: no train.compile, evaluate.batch_size 256
+    config = resumable_config(tmp_path, two_shapes)
+    runs = tmp_path / "runs"
+    first = run_cli("run", str(config), "--output", str(runs))
+    assert first.exit_code == 0, first.output
+    saved_path = runs / "resume" / "config.yaml"
+    saved = yaml.safe_load(saved_path.read_text())
+    del saved["train"]["compile"]
+    saved["evaluate"]["batch_size"] = 256
+    saved_path.write_text(yaml.safe_dump(saved))
+
+    resumed = run_cli(
+        "run", str(config), "--output", str(runs), "--resume", "--set", "train.epochs=3"
+    )
+    assert resumed.exit_code == 0, resumed.output
+    assert "Epoch 3/3" in resumed.stdout and "Epoch 1/3" not in resumed.stdout
+    assert len(read_csv(runs / "resume" / "history.csv")) == 3

@@ -9,12 +9,12 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 from rich.console import Console
 
 from cnnlab.atomic import write_text
 from cnnlab.augment.pipeline import TrainTransform, build_transforms
 from cnnlab.config import Experiment
+from cnnlab.config_io import read_yaml, validate
 from cnnlab.data.batches import DeviceBatches
 from cnnlab.data.pipeline import Data, load_data
 from cnnlab.errors import ConfigError
@@ -280,15 +280,19 @@ def write_report(
 
 
 def resume_check(folder: Path, cfg: Experiment) -> None:
-    """A resumed run must be the same experiment; only train.epochs may grow."""
+    """A resumed run must be the same experiment; only train.epochs may grow. How fast it runs
+    (train.compile) and how it is evaluated (evaluate.*) may change too: they do not change the
+    training. Keys added to cnnlab since the run began take their defaults."""
     saved_path = folder / "config.yaml"
     if not saved_path.is_file():
         raise ConfigError(f"--resume: {folder} holds no run to resume (config.yaml is missing)")
-    saved = yaml.safe_load(saved_path.read_text(encoding="utf-8"))
+    saved = validate(read_yaml(saved_path), Experiment, str(saved_path)).model_dump(mode="json")
     current = cfg.model_dump(mode="json")
     for section in (saved, current):
-        section.get("train", {}).pop("epochs", None)
-        section.pop("output", None)
+        for key in ("epochs", "compile"):
+            section["train"].pop(key)
+        section.pop("output")
+        section.pop("evaluate")
     if saved != current:
         changed = sorted(_differences(saved, current))
         raise ConfigError(
