@@ -179,10 +179,7 @@ def backbone_source(cfg: Experiment, data: Data) -> FeatureSource:
 
     model = cfg.model
     backbone, info = build_backbone(model.backbone, model.weights)
-    wanted = info.preprocessing
-    preprocessing = type(wanted)(
-        wanted.input_size, model.mean or wanted.mean, model.std or wanted.std
-    )
+    preprocessing = info.preprocessing.overridden(model.mean, model.std)
     normalization = fit_normalization(cfg.augment, data.splits["train"].images, preprocessing)
     name = backbone.backbone_name
     extractor = pooled([(name, backbone)], cfg.classifier.pool, f"{name}_features")

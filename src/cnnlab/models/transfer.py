@@ -23,7 +23,6 @@ from torch import nn
 from cnnlab.errors import ConfigError
 from cnnlab.models.backbones import Backbone, BackboneInfo, build_backbone
 from cnnlab.models.build import KerasModel, build_layers
-from cnnlab.models.weights import Preprocessing
 
 BatchNormPolicy = Literal["frozen", "train"]
 BATCH_NORMS = (nn.BatchNorm2d, nn.BatchNorm1d, nn.SyncBatchNorm)
@@ -108,7 +107,7 @@ def build_transfer(
 ) -> TransferModel:
     """The backbone with its weights, and the head for its feature map at `input_shape`."""
     backbone, info = build_backbone(backbone_name, weights)
-    info = replace(info, preprocessing=_overridden(info.preprocessing, mean, std))
+    info = replace(info, preprocessing=info.preprocessing.overridden(mean, std))
     spec = head or [
         {"GlobalAveragePooling2D": {}},
         {"Dense": {"units": num_classes, "activation": "softmax"}},
@@ -135,7 +134,3 @@ def feature_shape(backbone: Backbone, input_shape: tuple[int, int, int]) -> tupl
     finally:
         backbone.train(training)
     return out.shape[2], out.shape[3], out.shape[1]
-
-
-def _overridden(found: Preprocessing, mean, std) -> Preprocessing:
-    return replace(found, mean=tuple(mean or found.mean), std=tuple(std or found.std))

@@ -17,7 +17,7 @@ from __future__ import annotations
 import importlib.util
 import pickle
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -37,6 +37,10 @@ class Preprocessing:
     input_size: tuple[int, int]
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+
+    def overridden(self, mean=None, std=None) -> Preprocessing:
+        """With the experiment's model.mean / model.std where it sets them."""
+        return replace(self, mean=tuple(mean or self.mean), std=tuple(std or self.std))
 
 
 IMAGENET = Preprocessing((224, 224), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
