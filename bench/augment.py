@@ -38,6 +38,7 @@ from bench.common import (
     Ratio,
     Row,
     busy_warning,
+    keras_line,
     load_average,
     machine_info,
     machine_line,
@@ -332,13 +333,7 @@ def _markdown(
     machine: dict[str, Any],
     settings: dict[str, Any],
 ) -> str:
-    peer = machine["keras_peer"]
-    keras = (
-        f"Keras {peer['keras']} (TensorFlow {peer.get('tensorflow', 'absent')}, numpy "
-        f"{peer['numpy']}, scipy {peer['scipy']}; {peer['generator']})"
-        if peer
-        else "Keras not run"
-    )
+    keras = keras_line(machine["keras_peer"])
     gpu = f" GPU: {machine['gpu']}." if machine["gpu"] else ""
     quick = ", quick run: timings mean nothing" if settings["quick"] else ""
     parts = [

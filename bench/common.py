@@ -127,6 +127,16 @@ def machine_line(machine: dict[str, Any]) -> str:
     )
 
 
+def keras_line(peer: dict[str, Any]) -> str:
+    """The Keras peer's versions, as a sentence part; `peer` is empty when it did not run."""
+    if not peer:
+        return "Keras not run"
+    return (
+        f"Keras {peer['keras']} (TensorFlow {peer.get('tensorflow', 'absent')}, numpy "
+        f"{peer['numpy']}, scipy {peer['scipy']}; {peer['generator']})"
+    )
+
+
 def rows_table(rows: list[Row]) -> str:
     lines = ["| pipeline | images | seconds | img/s |", "|---|---:|---:|---:|"]
     for row in rows:

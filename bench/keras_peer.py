@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import time
+
+from keras_env import image_data_generator, limit_threads, versions
 
 S0 = {  # the S0 preset of cnnlab (src/cnnlab/augment/presets.py)
     "rotation_range": 20,
@@ -29,13 +30,6 @@ S0 = {  # the S0 preset of cnnlab (src/cnnlab/augment/presets.py)
     "horizontal_flip": True,
     "fill_mode": "nearest",
 }
-THREAD_VARIABLES = (
-    "OMP_NUM_THREADS",
-    "OPENBLAS_NUM_THREADS",
-    "MKL_NUM_THREADS",
-    "TF_NUM_INTRAOP_THREADS",
-    "TF_NUM_INTEROP_THREADS",
-)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -53,27 +47,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if min(args.images, args.batch, args.repeats, args.threads) < 1:
         parser.error("--images, --batch, --repeats and --threads must be at least 1")
     return args
-
-
-def limit_threads(threads: int) -> None:
-    """Before numpy and TensorFlow load: their pools read these once."""
-    for name in THREAD_VARIABLES:
-        os.environ[name] = str(threads)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-
-def image_data_generator() -> tuple[type, str]:
-    """The class, and where it came from: Keras 2 / early Keras 3 export it publicly; Keras 3.x
-    later keeps it (deprecated) only under tf.keras."""
-    try:
-        from keras.preprocessing.image import ImageDataGenerator
-
-        return ImageDataGenerator, "keras.preprocessing.image.ImageDataGenerator"
-    except ImportError:
-        import tensorflow as tf
-
-        generator = tf.keras.preprocessing.image.ImageDataGenerator
-        return generator, "tf.keras.preprocessing.image.ImageDataGenerator"
 
 
 def one_run(generator, x, batch: int) -> float:
@@ -103,23 +76,6 @@ def time_shape(generator, shape: tuple[int, int, int], args: argparse.Namespace)
     }
 
 
-def versions(source: str, threads: int) -> dict:
-    import keras
-    import numpy
-    import scipy
-
-    found = {"keras": keras.__version__, "numpy": numpy.__version__, "scipy": scipy.__version__}
-    try:
-        import tensorflow as tf
-
-        found["tensorflow"] = tf.__version__
-        found["tf_intra_op_threads"] = tf.config.threading.get_intra_op_parallelism_threads()
-    except ImportError:
-        pass
-    found["python"] = sys.version.split()[0]
-    return found | {"generator": source, "threads": threads}
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     limit_threads(args.threads)
@@ -132,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ImportError, RuntimeError):  # no TensorFlow, or its pools already started
         pass
     generator = cls(**S0)
-    about = versions(source, args.threads)
+    about = versions(source) | {"threads": args.threads}
     for shape in args.shape:
         print(json.dumps(time_shape(generator, shape, args) | about), flush=True)
     return 0

@@ -19,17 +19,11 @@ or TensorFlow load.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 
-THREAD_VARIABLES = (
-    "OMP_NUM_THREADS",
-    "OPENBLAS_NUM_THREADS",
-    "MKL_NUM_THREADS",
-    "TF_NUM_INTRAOP_THREADS",
-    "TF_NUM_INTEROP_THREADS",
-)
+from keras_env import image_data_generator, limit_threads, versions
+
 GENERATOR_KEYS = (  # the ImageDataGenerator parameters a cnnlab preset may set
     "rotation_range",
     "width_shift_range",
@@ -40,25 +34,6 @@ GENERATOR_KEYS = (  # the ImageDataGenerator parameters a cnnlab preset may set
     "vertical_flip",
     "fill_mode",
 )
-
-
-def limit_threads(threads: int) -> None:
-    for name in THREAD_VARIABLES:
-        os.environ[name] = str(threads)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-
-def image_data_generator() -> tuple[type, str]:
-    """Keras 3.x keeps the (deprecated) class only under tf.keras; older ones export it."""
-    try:
-        from keras.preprocessing.image import ImageDataGenerator
-
-        return ImageDataGenerator, "keras.preprocessing.image.ImageDataGenerator"
-    except ImportError:
-        import tensorflow as tf
-
-        generator = tf.keras.preprocessing.image.ImageDataGenerator
-        return generator, "tf.keras.preprocessing.image.ImageDataGenerator"
 
 
 def build_model(job: dict):
@@ -105,22 +80,6 @@ def epoch_timer():
             self.records.append({"seconds": seconds, "val_accuracy": accuracy})
 
     return EpochTimer()
-
-
-def versions(source: str) -> dict:
-    import keras
-    import numpy
-    import scipy
-    import tensorflow as tf
-
-    return {
-        "keras": keras.__version__,
-        "tensorflow": tf.__version__,
-        "numpy": numpy.__version__,
-        "scipy": scipy.__version__,
-        "python": sys.version.split()[0],
-        "generator": source,
-    }
 
 
 def memory_mb(field: str) -> float:

@@ -6,7 +6,7 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.common import Ratio, busy_warning, machine_line, ratios_table
+from bench.common import Ratio, busy_warning, keras_line, machine_line, ratios_table
 from bench.train_workloads import Workload
 
 PIPELINES = {
@@ -268,17 +268,11 @@ def markdown(
     machine: dict[str, Any],
     settings: dict[str, Any],
 ) -> str:
-    peer = machine["keras_peer"]
-    keras = (
-        f"Keras {peer['keras']} (TensorFlow {peer['tensorflow']}, numpy {peer['numpy']}, scipy "
-        f"{peer['scipy']}; {peer['generator']})"
-        if peer
-        else "Keras not run"
-    )
+    keras = keras_line(machine["keras_peer"])
     gpu = f" GPU: {machine['gpu']}." if machine["gpu"] else ""
     quick = ", quick run: timings mean nothing" if settings["quick"] else ""
-    threads, val_batch = settings["cpu_threads"], settings["val_batch_size"]
-    val_batch = f"the training batch on the CPU, {val_batch['cuda']} on CUDA"
+    threads = settings["cpu_threads"]
+    val_batch = f"the training batch on the CPU, {settings['val_batch_size']['cuda']} on CUDA"
     processes = (
         "one process per pipeline for all workloads (quick: peak RSS spans them)"
         if settings["quick"]
