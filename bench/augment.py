@@ -38,6 +38,7 @@ from bench.common import (
     Ratio,
     Row,
     busy_warning,
+    gpu_name,
     keras_line,
     load_average,
     machine_info,
@@ -145,7 +146,7 @@ def run(
             else:
                 not_run.append(NotRun(_key(shape, "keras", "cpu"), PIPELINES["keras"], found))
     machine |= {"load_avg_before": load_before, "load_avg_after": load_average()}
-    machine |= {"gpu": _gpu_name(devices), "keras_peer": peer_about}
+    machine |= {"gpu": gpu_name(devices), "keras_peer": peer_about}
     settings = _settings(images, repeats, quick, devices, keras_python)
     ratios = _ratios(rows)
     markdown = _markdown(rows, not_run, ratios, machine, settings)
@@ -253,10 +254,6 @@ def keras_rows(python: Path, images: int, repeats: int) -> tuple[dict[str, Any],
     tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
     failed = f"failed (exit {done.returncode}): {tail}"
     return {shape_tag(s): found.get(shape_tag(s), failed) for s in SHAPES}, about
-
-
-def _gpu_name(devices: tuple[str, ...]) -> str | None:
-    return torch.cuda.get_device_name() if "cuda" in devices else None
 
 
 def _settings(images: int, repeats: int, quick: bool, devices: tuple, python: Path) -> dict:

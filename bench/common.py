@@ -102,6 +102,15 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def gpu_name(devices: tuple[str, ...]) -> str | None:
+    """The GPU's name when a run includes CUDA rows (torch imported only then)."""
+    if "cuda" not in devices:
+        return None
+    import torch
+
+    return torch.cuda.get_device_name()
+
+
 def load_average() -> float | None:
     """The 1-minute load average: other work on the machine inflates every timing."""
     return os.getloadavg()[0] if hasattr(os, "getloadavg") else None

@@ -34,6 +34,7 @@ import numpy as np
 from bench.common import (
     BENCH_PYTHON,
     REPO_ROOT,
+    gpu_name,
     load_average,
     machine_info,
     progress,
@@ -94,7 +95,7 @@ def run(
             rows += found
             not_run += missed
     machine |= {"load_avg_before": load_before, "load_avg_after": load_average()}
-    machine["gpu"] = _gpu_name(devices)
+    machine["gpu"] = gpu_name(devices)
     machine["keras_peer"] = next((r.versions for r in rows if r.pipeline == "keras"), {})
     settings = _settings(quick, devices, keras_python, workloads)
     found_ratios = ratios(rows)
@@ -246,14 +247,6 @@ def run_child(command: list[str], what: str) -> tuple[dict[str, dict[str, Any]],
         else f"failed (exit {done.returncode}): {tail}"
     )
     return {item["workload"]: item | {"wall_s": wall} for item in found}, why
-
-
-def _gpu_name(devices: tuple[str, ...]) -> str | None:
-    if "cuda" not in devices:
-        return None
-    import torch
-
-    return torch.cuda.get_device_name()
 
 
 def _settings(
