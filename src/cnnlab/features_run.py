@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 from rich.console import Console
 from sklearn.pipeline import Pipeline
 
@@ -27,7 +26,7 @@ from cnnlab.atomic import write_text
 from cnnlab.augment.normalize import Normalization, fit_normalization
 from cnnlab.augment.pipeline import EvalTransform
 from cnnlab.config import DataConfig, Experiment, ModelConfig
-from cnnlab.config_io import validate
+from cnnlab.config_io import read_yaml, validate
 from cnnlab.data.pipeline import Data, load_data
 from cnnlab.errors import ConfigError
 from cnnlab.evaluate.classifiers import (
@@ -206,8 +205,7 @@ def open_run(path: str) -> FinishedRun:
             f"model.from_run: {folder} holds no finished trained run ({found}); give the folder "
             "a `cnnlab run` wrote, e.g. runs/NAME"
         )
-    raw = yaml.safe_load((folder / "config.yaml").read_text(encoding="utf-8"))
-    model = raw.get("model") if isinstance(raw, dict) else None  # all the run's network needs
+    model = read_yaml(folder / "config.yaml").get("model")  # all the run's network needs
     where = f"model.from_run: {folder / 'config.yaml'} (its model section)"
     model_cfg = validate(model if isinstance(model, dict) else {}, ModelConfig, source=where)
     try:
