@@ -267,7 +267,7 @@ class TrainConfig(Section):
     deterministic: bool = False  # bitwise-equal reruns on the same machine, a little slower
     device: str = "auto"  # auto: cuda when present, else cpu
     # torch.compile's mode, or off; reduce-overhead adds CUDA graphs (small models on a GPU).
-    # On the CPU the reports' models train slower compiled: leave it off there.
+    # On 2 CPU cores S4's model trained slower compiled (BENCHMARKS.md): off by default.
     compile: Literal["off", "default", "reduce-overhead", "max-autotune"] = "off"
 
     @field_validator("compile", mode="before")
