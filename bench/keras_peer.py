@@ -23,7 +23,7 @@ import time
 
 from keras_env import image_data_generator, limit_threads, versions
 
-S0 = {  # the S0 preset of cnnlab (src/cnnlab/augment/presets.py)
+S0 = {  # the S0 preset of cnnlab (src/cnnlab/presets.py)
     "rotation_range": 20,
     "shear_range": 0.2,  # degrees, as Keras
     "zoom_range": 0.2,

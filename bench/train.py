@@ -42,7 +42,7 @@ from bench.common import (
 )
 from bench.train_report import NotRun, TrainRow, markdown, ratios
 from bench.train_workloads import WORKLOADS, Prepared, Workload, cnnlab_data, prepare
-from cnnlab.augment.presets import AUGMENT_PRESETS
+from cnnlab.presets import AUGMENT_PRESETS
 
 NAME = "train"
 CPU_THREADS = 2  # torch threads, DataLoader workers, TensorFlow's pools

@@ -11,7 +11,7 @@ which Linux carries across fork and exec) and its resident memory after the pipe
 their own and are not counted: they share the parent's pages copy-on-write.
 
 cnnlab runs through its public API only: `cnnlab.config.Experiment` and
-`cnnlab.experiment.run_experiment` on the extracted data folder (decoded into the job's cache
+`cnnlab.runs.run_experiment` on the extracted data folder (decoded into the job's cache
 beforehand, so decoding is not part of any epoch); its epochs come from the run's history.csv.
 """
 
@@ -83,7 +83,7 @@ def run_cnnlab(job: dict[str, Any], device: str) -> dict[str, Any]:
 
     from cnnlab.config import Experiment
     from cnnlab.errors import CnnlabError
-    from cnnlab.experiment import run_experiment
+    from cnnlab.runs import run_experiment
 
     folder = Path(job["work"]) / f"cnnlab-{device}"
     watch = TrainingPeak(folder / "history.csv", job["epochs"])
@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     if args.pipeline == "cnnlab":  # each pipeline imports only what it uses, before the baseline
-        import cnnlab.experiment  # noqa: F401
+        import cnnlab.runs  # noqa: F401
     else:
         import bench.train_peers  # noqa: F401
 

@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from cnnlab.config_io import load_experiment
+from cnnlab.config import AugmentConfig, DataConfig
+from cnnlab.config_io import load_experiment, validate
 from cnnlab.errors import ConfigError
 
 
@@ -130,3 +131,98 @@ def test_yaml_syntax_error_points_at_line_and_column(tmp_path):
 def test_missing_file_is_named(tmp_path):
     message = problem(tmp_path / "nope.yaml")
     assert "nope.yaml: no such experiment file" in message
+
+
+# --- option checks: the sections check every value once; the runtime dataclasses
+# (ModernParams, KerasParams, DecodeOptions) built from them are plain data --------------------
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"randaugment": (2, 31)},
+        {"randaugment": (2, 9), "trivialaugment": True},
+        {"random_resized_crop": (0.0, 1.0)},
+        {"random_resized_crop": (0.9, 0.1)},
+        {"random_resized_crop": (0.5, 1.5)},
+        {"random_erasing": 1.5},
+        {"mixup_alpha": -1.0},
+        {"color_jitter": (0.4, 0.4, 0.4, 0.6)},
+    ],
+)
+def test_invalid_modern_augmentations_are_refused(bad: dict) -> None:
+    with pytest.raises(ValueError):
+        AugmentConfig(**bad)
+
+
+def test_unknown_fill_mode_is_refused_with_the_choices():
+    with pytest.raises(ConfigError, match="constant, nearest, reflect, wrap"):
+        validate({"fill_mode": "mirror"}, AugmentConfig, source="augment")
+
+
+def test_bad_decode_options_are_refused_by_the_data_section():
+    with pytest.raises(ConfigError, match="target_size"):
+        validate({"source": "x", "target_size": [0, 4]}, DataConfig, source="data")
+    with pytest.raises(ConfigError, match="resize"):
+        validate({"source": "x", "resize": "squash"}, DataConfig, source="data")
+
+
+@pytest.mark.parametrize(
+    ("augment", "expected"),
+    [
+        (
+            "{random_resized_crop: [0.9, 0.1]}",
+            "augment.random_resized_crop: [0.9, 0.1]: low must not exceed high, e.g. [0.08, 1.0]",
+        ),
+        (
+            "{random_resized_crop: [0.5, 1.5]}",
+            "augment.random_resized_crop: [0.5, 1.5]: high must be at most 1",
+        ),
+        (
+            "{randaugment: [2, 31]}",
+            "augment.randaugment: [2, 31]: the magnitude (second value) runs from 0 to 30",
+        ),
+        (
+            "{randaugment: [2, 9], trivialaugment: true}",
+            "augment.trivialaugment: randaugment is set too; they are alternatives",
+        ),
+        (
+            "{color_jitter: [0.4, 0.4, 0.4, 0.6]}",
+            "augment.color_jitter: [0.4, 0.4, 0.4, 0.6]: hue (the fourth value) must be at most",
+        ),
+    ],
+)
+def test_augment_checks_name_the_key_the_value_and_a_fix(tmp_path, augment, expected):
+    message = problem(write(tmp_path, f"data: {{source: x}}\naugment: {augment}\n"))
+    assert expected in message
+    assert ", got" not in message  # the value is shown once, before the problem
+
+
+def test_modern_augmentations_within_range_are_accepted(tmp_path):
+    text = (
+        "data: {source: x}\naugment: {random_resized_crop: [0.08, 1.0], randaugment: [2, 30],"
+        " color_jitter: [0.4, 0.4, 0.4, 0.5]}\n"
+    )
+    augment = load_experiment(write(tmp_path, text)).augment
+    assert augment.random_resized_crop == (0.08, 1.0) and augment.randaugment == (2, 30)
+
+
+@pytest.mark.parametrize(
+    ("augment", "expected"),
+    [
+        ("{rescale: 0.5}", "augment.rescale: 0.5, but a backbone takes images scaled to 0..1"),
+        ("{featurewise_center: true}", "augment.featurewise_center: a backbone normalises by"),
+        (
+            "{samplewise_std_normalization: true}",
+            "augment.samplewise_std_normalization: a backbone",
+        ),
+    ],
+)
+def test_a_backbone_refuses_its_own_scaling_when_the_file_is_read(tmp_path, augment, expected):
+    text = f"data: {{source: x}}\nmodel: {{backbone: vgg16}}\naugment: {augment}\n"
+    assert expected in problem(write(tmp_path, text))
+
+
+def test_a_backbone_accepts_keras_rescale(tmp_path):
+    text = "data: {source: x}\nmodel: {backbone: vgg16}\naugment: {rescale: 1/255}\n"
+    assert load_experiment(write(tmp_path, text)).augment.rescale == pytest.approx(1 / 255)

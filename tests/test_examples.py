@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from cnnlab.config_io import load_experiment
-from cnnlab.experiment import data_config
 from cnnlab.models import model_from_config
+from cnnlab.runs.skeleton import data_config
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))

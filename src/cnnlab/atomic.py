@@ -1,11 +1,14 @@
 """Atomic file writes: a temporary file in the same folder, then os.replace.
 
-A crash leaves either the old file or the new one, never half of one.
+A crash leaves either the old file or the new one, never half of one. The file gets the mode
+`open()` would give it (the existing file's, or 0666 less the umask), not mkstemp's private 0600,
+so a colleague, a web server or another container user can read a run's report.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,10 +24,32 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     os.close(handle)
     try:
         yield Path(temp)
+        os.chmod(temp, _mode_for(target))
         os.replace(temp, target)
     finally:
         if os.path.exists(temp):
             os.unlink(temp)
+
+
+def _mode_for(target: Path) -> int:
+    try:
+        return stat.S_IMODE(target.stat().st_mode)  # replacing a file keeps its mode, as open()
+    except FileNotFoundError:
+        return 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    """The process's umask: from /proc where it can be read, since reading it with os.umask
+    means setting it for a moment, which another thread could notice."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_text(path: str | os.PathLike[str], text: str) -> None:

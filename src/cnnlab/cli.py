@@ -53,7 +53,7 @@ def inspect(
     from cnnlab.config_io import validate
     from cnnlab.data.pipeline import examine
     from cnnlab.inspect_view import print_report
-    from cnnlab.runfolder import write_json
+    from cnnlab.runfiles import write_json
 
     raw = {"source": path, "label_pattern": label_pattern, "labels_csv": labels_csv}
     cfg = validate({k: v for k, v in raw.items() if v is not None}, DataConfig, source="inspect")
@@ -75,31 +75,11 @@ def run(
     ),
 ) -> None:
     """Train and evaluate one experiment; write its run folder and report.html."""
-    from cnnlab.config_io import load_experiment
-    from cnnlab.errors import CnnlabError
-    from cnnlab.experiment import resume_check, run_experiment
-    from cnnlab.runfolder import discard_unstarted, new_run_folder
+    from cnnlab.runs import run as run_experiment
 
-    experiment = load_experiment(config, set_)
-    if experiment.model is None:
-        from cnnlab.errors import ConfigError
-
-        raise ConfigError(f"{config}: model: required, e.g. model: {{name: carlosnet}}")
-    parent, name = output or experiment.output.dir, experiment.output.name or config.stem
-    if resume:
-        folder = parent / name
-        resume_check(folder, experiment)
-    else:
-        folder = new_run_folder(parent, name)
-    out.print(f"Run folder: {folder}")
-    try:
-        result = run_experiment(experiment, folder, resume=resume, console=out)
-    except CnnlabError:
-        if not resume:
-            discard_unstarted(folder)
-        raise
-    headline = result.metrics.get("test") or result.metrics.get("val") or result.metrics["train"]
+    result = run_experiment(config, overrides=set_, output_dir=output, resume=resume, console=out)
     split = next(k for k in ("test", "val", "train") if k in result.metrics)
+    headline = result.metrics[split]
     out.print(f"{split} accuracy: {headline['accuracy']:.4f}  loss: {headline['loss']:.4f}")
     out.print(f"Report: {result.report}")
 
@@ -117,17 +97,10 @@ def augment_preview(
 ) -> None:
     """Write a grid of training images and augmented versions of each."""
     from cnnlab.atomic import atomic_path
-    from cnnlab.augment.pipeline import build_transforms
-    from cnnlab.augment.preview import split_preview
     from cnnlab.config_io import load_experiment
-    from cnnlab.data.pipeline import load_data
-    from cnnlab.train.runtime import select_device
+    from cnnlab.runs.preflight import augment_preview as preview
 
-    experiment = load_experiment(config, set_)
-    train = load_data(experiment.data, experiment.seed).splits["train"]
-    device = select_device(experiment.train.device)
-    transform, _ = build_transforms(experiment.augment, train.images, experiment.seed, device)
-    grid = split_preview(train.images, transform, experiment.seed, images, versions)
+    grid = preview(load_experiment(config, set_), images, versions)
     with atomic_path(out_path) as temp:
         temp.write_bytes(grid)
     out.print(f"Wrote {out_path}: {images} images x {versions} augmented versions")
@@ -144,16 +117,14 @@ def prepare(
 ) -> None:
     """Check, split and decode an experiment's data (cached); write the run folder's data part."""
     from cnnlab.config_io import load_experiment
-    from cnnlab.data.pipeline import load_data
     from cnnlab.inspect_view import print_splits
-    from cnnlab.runfolder import new_run_folder, record_data
+    from cnnlab.runs.preflight import prepare as prepare_data
 
     experiment = load_experiment(config, set_)
-    data = load_data(experiment.data, experiment.seed)
-    folder = new_run_folder(output or experiment.output.dir, experiment.output.name or config.stem)
-    record_data(folder, experiment, data)
+    parent, name = output or experiment.output.dir, experiment.output.name or config.stem
+    folder, data = prepare_data(experiment, parent, name)
     print_splits(out, data)
-    out.print(f"Run folder: {folder}")
+    out.print(f"Run folder: {folder.path}")
 
 
 @app.command()
@@ -169,33 +140,21 @@ def summary(
     A backbone name (vgg16, resnet50, efficientnet_lite0, timm/NAME) with --num-classes 0
     shows the convolutional base alone, as Keras's include_top=False.
     """
-    from cnnlab.errors import ConfigError
-    from cnnlab.models import format_summary, model_from_config
+    from cnnlab.runs.preflight import model_summary
 
     shape = _parse_shape(input_shape) if input_shape else None
+    experiment = None
     if model.endswith((".yaml", ".yml")):
         from cnnlab.config_io import load_experiment
+        from cnnlab.errors import ConfigError
 
         experiment = load_experiment(Path(model), set_)
         if experiment.model is None:
             raise ConfigError(f"{model}: model: required to summarise it")
         chosen = experiment.model
-        data = experiment.data
-        if shape is None and data.target_size is not None:
-            shape = (*data.target_size, 1 if data.color_mode == "grayscale" else 3)
     else:
         chosen = _named_model(model)
-    if shape is None or num_classes is None:
-        raise ConfigError("summary: pass --input-shape H,W,C and --num-classes K")
-    if chosen.backbone is not None:  # the architecture only: no weights file is read
-        chosen = chosen.model_copy(update={"weights": "none"})
-        if num_classes == 0:
-            from cnnlab.models.backbones import create_backbone
-
-            backbone = create_backbone(chosen.backbone)
-            out.print(format_summary(backbone, shape), highlight=False)
-            return
-    out.print(format_summary(model_from_config(chosen, shape, num_classes), shape), highlight=False)
+    out.print(model_summary(chosen, shape, num_classes, experiment), highlight=False)
 
 
 def _named_model(name: str):

@@ -20,9 +20,16 @@ from pydantic import (
     NonNegativeInt,
     PositiveFloat,
     PositiveInt,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
+
+from cnnlab.errors import ConfigError
+from cnnlab.presets import AUGMENT_PRESETS
+
+MAX_MAGNITUDE = 30  # RandAugment's magnitude scale, 0..30 (torchvision's 31 bins)
 
 
 def _fraction(value: Any) -> Any:
@@ -36,6 +43,21 @@ def _fraction(value: Any) -> Any:
 
 
 SplitFraction = Annotated[float, BeforeValidator(_fraction), Field(ge=0.0, lt=1.0)]
+
+
+def _refused(problem: str, value: Any = None) -> PydanticCustomError:
+    """A check's complaint, rendered by config_io as `dotted.key: VALUE: problem` (the value as
+    the file spells it), or `dotted.key: problem` without one."""
+    message = problem if value is None else f"{_shown(value)}: {problem}"
+    return PydanticCustomError("refused", "{message}", {"message": message})
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, tuple | list):
+        return "[" + ", ".join(map(_shown, value)) + "]"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(value)
 
 
 class Section(BaseModel):
@@ -140,9 +162,6 @@ class AugmentConfig(Section):
         """A preset's keys first, then the file's own keys over them."""
         if not isinstance(data, dict) or data.get("preset") is None:
             return data
-        from cnnlab.augment.presets import AUGMENT_PRESETS
-        from cnnlab.errors import ConfigError
-
         try:
             name = AUGMENT_PRESETS.resolve(data["preset"])
         except ConfigError as err:
@@ -153,6 +172,44 @@ class AugmentConfig(Section):
     @classmethod
     def _rescale_fraction(cls, value: Any) -> Any:
         return _fraction(value)
+
+    @field_validator("random_resized_crop")
+    @classmethod
+    def _crop_scale(cls, scale: tuple[float, float] | None) -> tuple[float, float] | None:
+        if scale is not None:
+            low, high = scale
+            if low > high:
+                raise _refused("low must not exceed high, e.g. [0.08, 1.0]", scale)
+            if high > 1:
+                raise _refused("high must be at most 1 (the whole image), e.g. [0.08, 1.0]", scale)
+        return scale
+
+    @field_validator("randaugment")
+    @classmethod
+    def _magnitude(cls, policy: tuple[int, int] | None) -> tuple[int, int] | None:
+        if policy is not None and policy[1] > MAX_MAGNITUDE:
+            raise _refused(
+                f"the magnitude (second value) runs from 0 to {MAX_MAGNITUDE}, e.g. [2, 9]", policy
+            )
+        return policy
+
+    @field_validator("trivialaugment")
+    @classmethod
+    def _one_policy(cls, on: bool, info: ValidationInfo) -> bool:
+        if on and info.data.get("randaugment") is not None:
+            raise _refused("randaugment is set too; they are alternatives, remove one of them")
+        return on
+
+    @field_validator("color_jitter")
+    @classmethod
+    def _hue(
+        cls, jitter: tuple[float, float, float, float] | None
+    ) -> tuple[float, float, float, float] | None:
+        if jitter is not None and jitter[3] > 0.5:
+            raise _refused(
+                "hue (the fourth value) must be at most 0.5, e.g. [0.4, 0.4, 0.4, 0.1]", jitter
+            )
+        return jitter
 
 
 class StageConfig(Section):
@@ -355,5 +412,34 @@ class Experiment(Section):
             raise ValueError(
                 f"data.color_mode: the backbone {self.model.backbone} takes RGB images; set "
                 "data.color_mode: rgb (grayscale files are converted)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _backbone_normalises(self) -> Experiment:
+        """A backbone's inputs are 0..1 images standardised by its weights' mean/std, in trained
+        and features runs alike (augment/normalize.py builds them)."""
+        if not (self.model and self.model.backbone):
+            return self
+        rescale = self.augment.rescale
+        if rescale is not None and abs(rescale - 1 / 255) > 1e-9:
+            raise ValueError(
+                f"augment.rescale: {rescale:g}, but a backbone takes images scaled to 0..1 and "
+                "then its own mean/std (model.mean, model.std); remove augment.rescale or set 1/255"
+            )
+        own = [
+            key
+            for key in (
+                "featurewise_center",
+                "featurewise_std_normalization",
+                "samplewise_center",
+                "samplewise_std_normalization",
+            )
+            if getattr(self.augment, key)
+        ]
+        if own:
+            raise ValueError(
+                f"augment.{own[0]}: a backbone normalises by its weights' mean/std; remove it, or "
+                "set model.mean and model.std"
             )
         return self

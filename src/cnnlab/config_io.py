@@ -109,6 +109,8 @@ def describe(error: dict[str, Any], model: type[BaseModel]) -> str:
     expected = _EXPECTED.get(kind)
     if expected:
         return f"{path}: expected {expected}, got {value!r}"
+    if kind == "refused":  # config.py's own checks: the message shows the value where it helps
+        return f"{path}: {error['msg']}" if parts else error["msg"]
     message = error["msg"].removeprefix("Value error, ").replace("Input should be", "must be")
     if not parts:  # a whole-experiment check names its own keys
         return message

@@ -54,8 +54,8 @@ def demo_config(images: Path, runs: Path) -> dict:
 def run_demo(folder: Path, console: Console) -> list[Path]:
     """Write the data, run each model, print the comparison; returns the report paths."""
     from cnnlab.config import Experiment
-    from cnnlab.experiment import run_experiment
-    from cnnlab.runfolder import new_run_folder
+    from cnnlab.runs import run_experiment
+    from cnnlab.runs.folder import RunFolder
 
     images = write_digits_folder(folder)
     base = demo_config(images, folder / "runs")
@@ -68,8 +68,8 @@ def run_demo(folder: Path, console: Console) -> list[Path]:
         experiment = validate(
             {**base, "model": {"name": name}}, Experiment, source=str(config_path)
         )
-        run_folder = new_run_folder(folder / "runs", f"digits-{name}")
-        console.print(f"\n[bold]{name}[/] → {run_folder}")
+        run_folder = RunFolder.create(folder / "runs", f"digits-{name}")
+        console.print(f"\n[bold]{name}[/] → {run_folder.path}")
         result = run_experiment(experiment, run_folder, console=console)
         manifest, test = result.manifest, result.metrics["test"]
         table.add_row(

@@ -144,8 +144,3 @@ def test_from_config_keeps_keras_names_and_expands_a_zoom_float():
     assert p.horizontal_flip and not p.vertical_flip and p.channel_shift_range == 10
     assert KerasParams.from_config(AugmentConfig(zoom_range=(0.5, 1.0))).zoom_range == (0.5, 1.0)
     assert KerasParams.from_config(AugmentConfig()).is_identity
-
-
-def test_unknown_fill_mode_is_refused_with_the_choices():
-    with pytest.raises(ValueError, match="constant, nearest, reflect, wrap"):
-        KerasParams(fill_mode="mirror")

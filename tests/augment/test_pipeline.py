@@ -16,8 +16,8 @@ from cnnlab.augment.pipeline import EvalTransform, TrainTransform
 from cnnlab.cli import app
 from cnnlab.config import AugmentConfig
 from cnnlab.data.batches import DeviceBatches
-from cnnlab.evaluate.predict import infer
-from cnnlab.train.objective import Objective
+from cnnlab.task.classification import Classification as Objective
+from cnnlab.task.inference import infer
 
 SEED_PRESETS = {
     "s0": {"rotation_range": 20, "shear_range": 0.2, "zoom_range": 0.2, "horizontal_flip": True},
@@ -130,8 +130,8 @@ def test_flip_tta_averages_image_and_mirror_predictions():
     mirrored = infer(
         LeftRight(), batches, Objective(None, 2), lambda x: x.float() / 255, True, tta=True
     )
-    assert plain.probabilities[0, 0] > 0.99
-    assert torch.allclose(mirrored.probabilities, torch.full((2, 2), 0.5))
+    assert plain.predictions[0, 0] > 0.99
+    assert torch.allclose(mirrored.predictions, torch.full((2, 2), 0.5))
 
 
 def test_augment_preview_writes_a_grid_of_originals_and_versions(tmp_path, make_classes):

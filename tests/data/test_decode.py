@@ -243,13 +243,6 @@ def test_matching_size_is_left_untouched(resize: str) -> None:
     assert np.array_equal(pixels, stored.transpose(2, 0, 1))
 
 
-def test_bad_options_fail_when_built() -> None:
-    with pytest.raises(ValueError, match="target_size"):
-        DecodeOptions(target_size=(0, 4))
-    with pytest.raises(ValueError, match="resize"):
-        DecodeOptions(resize="squash")  # type: ignore[arg-type]
-
-
 # --- unusable files -------------------------------------------------------------------------
 
 

@@ -10,7 +10,7 @@ from cnnlab.data.batches import DeviceBatches
 from cnnlab.errors import ConfigError
 from cnnlab.evaluate.features import extract_features, penultimate, pooled
 from cnnlab.models import build_layers
-from cnnlab.train.runtime import autocast, select_device
+from cnnlab.runtime import autocast, select_device
 
 DEVICE = select_device("auto")  # the GPU when there is one
 TOLERANCE = 2e-2 if DEVICE.type == "cuda" else 1e-5  # bf16 autocast on the GPU

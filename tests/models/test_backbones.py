@@ -138,7 +138,7 @@ def test_a_mistyped_weights_source_suggests_the_known_one():
 
 def test_a_backbone_sets_the_input_size_where_the_data_section_does_not():
     from cnnlab.config import Experiment
-    from cnnlab.experiment import data_config
+    from cnnlab.runs.skeleton import data_config
 
     raw = {"data": {"source": "images"}, "model": {"backbone": "efficientnet_lite0"}}
     assert data_config(Experiment.model_validate(raw)).target_size == (224, 224)

@@ -16,10 +16,10 @@ from typer.testing import CliRunner
 from cnnlab.cli import app
 from cnnlab.data.batches import DeviceBatches
 from cnnlab.models import build_layers
+from cnnlab.runtime import IMAGE_LAYOUT, select_device
+from cnnlab.task.classification import Classification as Objective
 from cnnlab.train.compiled import batch_sizes, warm_up
 from cnnlab.train.loop import Trainee
-from cnnlab.train.objective import Objective
-from cnnlab.train.runtime import IMAGE_LAYOUT, select_device
 
 DEVICE = select_device("auto")
 LAYERS = [

@@ -14,6 +14,8 @@ from safetensors.torch import load_file
 from cnnlab.config import EarlyStoppingConfig
 from cnnlab.data.batches import DeviceBatches
 from cnnlab.errors import CnnlabError
+from cnnlab.runtime import select_device
+from cnnlab.task.classification import Classification as Objective
 from cnnlab.train.callbacks import (
     BestWeights,
     Callback,
@@ -24,8 +26,6 @@ from cnnlab.train.callbacks import (
 )
 from cnnlab.train.checkpoint import load_state
 from cnnlab.train.loop import NonFiniteLoss, Trainee, fit
-from cnnlab.train.objective import Objective
-from cnnlab.train.runtime import select_device
 
 DEVICE = select_device("auto")  # the GPU when there is one
 
@@ -178,7 +178,7 @@ def test_non_finite_loss_stops_naming_epoch_and_step_after_the_last_good_checkpo
     tmp_path: Path,
 ):
     trainee = make_trainee()
-    trainee.objective = NanAt(step=3 + 2)  # 3 steps per epoch: epoch 2, step 2
+    trainee.task = NanAt(step=3 + 2)  # 3 steps per epoch: epoch 2, step 2
     parts = {"model": trainee.model, "optimizer": trainee.optimizer, "schedule": trainee.schedule}
     state = TrainState()
     with pytest.raises(NonFiniteLoss, match=r"epoch 2, step 2\b"):

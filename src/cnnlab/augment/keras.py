@@ -26,12 +26,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-FILL_MODES = ("constant", "nearest", "reflect", "wrap")
-
 
 @dataclass(frozen=True)
 class KerasParams:
-    """ImageDataGenerator's random-transform arguments, as plain values."""
+    """ImageDataGenerator's random-transform arguments, as plain values; AugmentConfig checks
+    them (fill_mode is one of constant, nearest, reflect, wrap)."""
 
     rotation_range: float = 0.0  # degrees; theta ~ U(-r, r)
     width_shift_range: float = 0.0  # < 1: fraction of the width; >= 1: pixels (int: integers)
@@ -45,32 +44,24 @@ class KerasParams:
     brightness_range: tuple[float, float] | None = None  # factor ~ U(lo, hi)
     channel_shift_range: float = 0.0  # one intensity ~ U(-r, r) per image, all channels
 
-    def __post_init__(self) -> None:
-        if self.fill_mode not in FILL_MODES:
-            raise ValueError(f"fill_mode {self.fill_mode!r} is not one of {', '.join(FILL_MODES)}")
-        lo, hi = self.zoom_range
-        object.__setattr__(self, "zoom_range", (float(lo), float(hi)))
-        if self.brightness_range is not None:
-            lo, hi = self.brightness_range
-            object.__setattr__(self, "brightness_range", (float(lo), float(hi)))
-
     @classmethod
     def from_config(cls, cfg: Any) -> KerasParams:
         """From an AugmentConfig (or anything with its attributes); zoom z -> (1 - z, 1 + z)."""
         zoom = cfg.zoom_range
         if isinstance(zoom, int | float):
             zoom = (1.0 - zoom, 1.0 + zoom)
+        brightness = cfg.brightness_range
         return cls(
             rotation_range=cfg.rotation_range,
             width_shift_range=cfg.width_shift_range,
             height_shift_range=cfg.height_shift_range,
             shear_range=cfg.shear_range,
-            zoom_range=tuple(zoom),
+            zoom_range=_floats(zoom),
             horizontal_flip=cfg.horizontal_flip,
             vertical_flip=cfg.vertical_flip,
             fill_mode=cfg.fill_mode,
             cval=cfg.cval,
-            brightness_range=cfg.brightness_range,
+            brightness_range=None if brightness is None else _floats(brightness),
             channel_shift_range=cfg.channel_shift_range,
         )
 
@@ -89,6 +80,11 @@ class KerasParams:
         flips = self.horizontal_flip or self.vertical_flip
         colour = self.has_brightness or self.channel_shift_range
         return not (self.has_affine or flips or colour)
+
+
+def _floats(pair: Any) -> tuple[float, float]:
+    low, high = pair
+    return float(low), float(high)
 
 
 @dataclass

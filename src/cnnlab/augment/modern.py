@@ -22,11 +22,13 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from cnnlab.augment.policies import MAX_MAGNITUDE, rand_augment, trivial_augment
+from cnnlab.augment.policies import rand_augment, trivial_augment
 
 
 @dataclass(frozen=True)
 class ModernParams:
+    """The modern operations' settings, as plain values; AugmentConfig checks them."""
+
     random_resized_crop: tuple[float, float] | None = None  # area range, e.g. (0.08, 1.0)
     randaugment: tuple[int, int] | None = None  # (ops per image, magnitude 0..30)
     trivialaugment: bool = False  # one op per image at a random magnitude
@@ -34,27 +36,6 @@ class ModernParams:
     random_erasing: float = 0.0  # probability per image
     mixup_alpha: float = 0.0  # Beta(alpha, alpha); 0 = off
     cutmix_alpha: float = 0.0  # 0 = off; with both on, each batch picks one with p=0.5
-
-    def __post_init__(self) -> None:
-        if self.random_resized_crop is not None:
-            low, high = self.random_resized_crop
-            if not 0 < low <= high <= 1:
-                raise ValueError(f"random_resized_crop: need 0 < low <= high <= 1, got {low, high}")
-        if self.randaugment is not None:
-            ops, magnitude = self.randaugment
-            if ops < 0 or not 0 <= magnitude <= MAX_MAGNITUDE:
-                raise ValueError(
-                    f"randaugment: want (ops >= 0, magnitude 0..30), got {self.randaugment}"
-                )
-            if self.trivialaugment:
-                raise ValueError("randaugment and trivialaugment are alternatives; choose one")
-        jitter = self.color_jitter
-        if jitter is not None and (min(jitter) < 0 or jitter[3] > 0.5):
-            raise ValueError(f"color_jitter: need factors >= 0 and hue <= 0.5, got {jitter}")
-        if not 0 <= self.random_erasing <= 1:
-            raise ValueError(f"random_erasing is a probability, got {self.random_erasing}")
-        if self.mixup_alpha < 0 or self.cutmix_alpha < 0:
-            raise ValueError("mixup_alpha and cutmix_alpha must be >= 0 (0 turns them off)")
 
     @property
     def is_identity(self) -> bool:

@@ -18,7 +18,7 @@ import torch
 from cnnlab.atomic import write_text
 from cnnlab.config import AugmentConfig
 from cnnlab.errors import ConfigError
-from cnnlab.models.weights import Preprocessing
+from cnnlab.preprocessing import Preprocessing
 
 EPSILON = 1e-6  # Keras's guard against dividing by a zero standard deviation
 CHUNK = 4096  # images per pass when fitting: bounded memory on memory-mapped splits

@@ -17,8 +17,8 @@ from cnnlab.augment.keras import KerasAugmenter, KerasParams
 from cnnlab.augment.modern import ModernAugmenter, ModernParams, mix
 from cnnlab.augment.normalize import Normalization, fit_normalization
 from cnnlab.config import AugmentConfig
-from cnnlab.models.weights import Preprocessing
-from cnnlab.train.runtime import IMAGE_LAYOUT
+from cnnlab.preprocessing import Preprocessing
+from cnnlab.runtime import IMAGE_LAYOUT
 
 
 def modern_params(cfg: AugmentConfig) -> ModernParams:

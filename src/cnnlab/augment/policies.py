@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-MAX_MAGNITUDE = 30  # RandAugment's magnitude scale, 0..30 (torchvision's 31 bins)
+from cnnlab.config import MAX_MAGNITUDE  # RandAugment's scale, 0..30 (torchvision's 31 bins)
 
 # --- RandAugment / TrivialAugment -------------------------------------------------------------
 # torchvision's op list; one index per image per step. Identity is an op, as in the papers.

@@ -11,7 +11,7 @@ import io
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Literal
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
@@ -27,26 +27,14 @@ _WIDE_INT_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N"})
 
 @dataclass(frozen=True)
 class DecodeOptions:
+    """Plain values; DataConfig checks them (data.pipeline.decode_options builds these)."""
+
     color_mode: ColorMode = "rgb"
     target_size: tuple[int, int] | None = None  # (height, width), Keras order; None: native
     resize: ResizePolicy = "stretch"  # Keras's default; "pad" letterboxes, "crop" centre-crops
     interpolation: Interpolation = "bilinear"  # Keras image_dataset_from_directory default
     background: tuple[int, int, int] = (255, 255, 255)  # alpha is composited onto it; pad colour
     max_pixels: int = 89_478_485  # Pillow's own decompression-bomb limit
-
-    def __post_init__(self) -> None:
-        # Fail where the options are built, not deep inside a worker on the first image.
-        for name, allowed in (
-            ("color_mode", get_args(ColorMode)),
-            ("resize", get_args(ResizePolicy)),
-            ("interpolation", get_args(Interpolation)),
-        ):
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name}: {getattr(self, name)!r} is not one of {allowed}")
-        if self.target_size is not None and min(self.target_size) < 1:
-            raise ValueError(f"target_size: {self.target_size} must be positive (height, width)")
-        if self.max_pixels < 1:
-            raise ValueError(f"max_pixels: {self.max_pixels} must be positive")
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,7 @@ from cnnlab.data.health import HealthReport, Sample, build_report
 from cnnlab.data.ingest import FileCheck, check_arrays, check_entries
 from cnnlab.data.sources import scan_files
 from cnnlab.data.split import assign_splits, manifest_csv
-
-SPLIT_ORDER = ("train", "val", "test")
+from cnnlab.runfiles import SPLIT_ORDER
 
 
 @dataclass

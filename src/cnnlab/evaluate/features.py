@@ -20,7 +20,7 @@ from cnnlab.data.batches import DeviceBatches
 from cnnlab.errors import ConfigError
 from cnnlab.models import layers as L
 from cnnlab.models.build import KerasModel
-from cnnlab.train.runtime import autocast
+from cnnlab.runtime import autocast
 
 Pool = Literal["avg", "flatten"]
 # A feature map (N, C, h, w) to a vector, under the Keras layer name the summary shows.

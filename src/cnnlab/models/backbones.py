@@ -19,8 +19,9 @@ import torch
 from torch import nn
 
 from cnnlab.errors import ConfigError
-from cnnlab.models.weights import IMAGENET, SOURCES, Loaded, Preprocessing, load_into
+from cnnlab.models.weights import SOURCES, Loaded, load_into
 from cnnlab.models.weights import read_state_dict as read_weights
+from cnnlab.preprocessing import IMAGENET, Preprocessing
 from cnnlab.registry import Registry
 
 TIMM_PREFIX = "timm/"

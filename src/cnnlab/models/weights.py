@@ -17,33 +17,17 @@ from __future__ import annotations
 import importlib.util
 import pickle
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from cnnlab.errors import ConfigError
+from cnnlab.preprocessing import Preprocessing
 from cnnlab.registry import Registry
 
 StateDict = dict[str, torch.Tensor]
 SHOWN_KEYS = 6  # keys named in a message; the rest are counted
-
-
-@dataclass(frozen=True)
-class Preprocessing:
-    """What the weights were trained on: input (height, width) and per-channel mean/std of
-    images scaled to 0..1."""
-
-    input_size: tuple[int, int]
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-
-    def overridden(self, mean=None, std=None) -> Preprocessing:
-        """With the experiment's model.mean / model.std where it sets them."""
-        return replace(self, mean=tuple(mean or self.mean), std=tuple(std or self.std))
-
-
-IMAGENET = Preprocessing((224, 224), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
 
 @dataclass(frozen=True)

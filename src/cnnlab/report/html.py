@@ -15,9 +15,9 @@ from markupsafe import Markup
 import cnnlab
 from cnnlab.atomic import write_text
 from cnnlab.report import view
-from cnnlab.report.rundata import read_run
 from cnnlab.report.template import CSS, TEMPLATE
 from cnnlab.report.view import Misclassified
+from cnnlab.runfiles import REPORT, read_run
 
 # Autoescape on: class names, paths and warnings come from users' files and folders.
 ENVIRONMENT = Environment(
@@ -35,7 +35,7 @@ def render_report(
     """
     folder = Path(folder)
     html = render_html(folder, misclassified, augmented)
-    target = folder / "report.html"
+    target = folder / REPORT
     write_text(target, html)
     return target
 

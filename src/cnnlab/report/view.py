@@ -16,9 +16,8 @@ from typing import Any
 import numpy as np
 
 from cnnlab.report import figures
-from cnnlab.report.rundata import RunFiles, has_values, mapping
+from cnnlab.runfiles import SPLIT_ORDER, RunFiles, has_values, mapping
 
-SPLIT_ORDER = ("train", "val", "test")
 MAX_MISCLASSIFIED = 32  # a screenful; the full list is in predictions.csv
 TOP_K = re.compile(r"^top_(\d+)_accuracy$")
 MISSING = "\u2013"  # an en dash where a number was not recorded

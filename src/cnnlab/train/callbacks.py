@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import torch
 from rich.console import Console
 
 from cnnlab.config import EarlyStoppingConfig
+from cnnlab.runfiles import write_history
 from cnnlab.train.checkpoint import rng_state, save_state, save_weights
 
 
@@ -20,49 +22,106 @@ class TrainState:
 
     epoch: int = 0  # epochs completed
     history: list[dict[str, float]] = field(default_factory=list)
-    best: float | None = None  # best monitored value so far
+    # The epoch whose weights model.safetensors holds, and its monitored value: a record of
+    # BestWeights's for the manifest; every monitoring callback keeps its own best.
     best_epoch: int = 0
+    best: float | None = None
     stop: bool = False
     stop_reason: str = ""
     stage: int = 0  # index into the run's stages (model.stages)
     stage_starts: list[int] = field(default_factory=lambda: [0])  # epochs run before each
 
+    @classmethod
+    def from_saved(cls, saved: dict[str, Any]) -> TrainState:
+        """From a checkpoint's `state`; keys this version does not know are left out."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in saved.items() if k in known})
+
 
 class Callback:
+    """Keras's moments. `logs` holds the epoch's loss, the task's statistics (accuracy), their
+    val_ versions when there is validation data, lr and seconds. Setting `state.stop` ends
+    training after this epoch."""
+
     def on_train_begin(self, state: TrainState) -> None: ...
+
+    def on_epoch_begin(self, state: TrainState, epoch: int) -> None: ...
 
     def on_epoch_end(self, state: TrainState, logs: dict[str, float]) -> None: ...
 
+    def on_train_end(self, state: TrainState) -> None: ...
 
-class BestWeights(Callback):
+
+class Monitor(Callback):
+    """Watches one logged value (Keras's MonitorCallback) and keeps its own best, replayed from
+    the history whenever training begins, so a resumed run or a later stage continues it."""
+
+    def __init__(self, monitor: str, min_delta: float = 0.0):
+        self.monitor, self.min_delta = monitor, min_delta
+        self.sign = 1.0 if monitor.endswith("loss") else -1.0  # lower loss, higher accuracy
+        self.best: float | None = None
+        self.best_epoch = 0
+
+    def on_train_begin(self, state: TrainState) -> None:
+        self.best, self.best_epoch = None, 0
+        for number, logs in enumerate(state.history, start=1):
+            self.improved(logs, int(logs.get("epoch", number)))
+
+    def value(self, logs: dict[str, float]) -> float | None:
+        value = logs.get(self.monitor)
+        return None if value is None or math.isnan(value) else value
+
+    def improved(self, logs: dict[str, float], epoch: int) -> bool:
+        """Whether epoch `epoch`'s value beats the best by more than min_delta (then it is
+        kept)."""
+        value = self.value(logs)
+        if value is None:
+            return False
+        if self.best is None or self.sign * (self.best - value) > self.min_delta:
+            self.best, self.best_epoch = value, epoch
+            return True
+        return False
+
+
+class BestWeights(Monitor):
     """Writes model.safetensors whenever the monitored value improves (Keras's
     ModelCheckpoint(save_best_only=True)); without validation data, the last epoch's weights."""
 
     def __init__(self, model: torch.nn.Module, path: Path, monitor: str, min_delta: float = 0.0):
-        self.model, self.path, self.monitor, self.min_delta = model, path, monitor, min_delta
-        self.sign = 1.0 if monitor.endswith("loss") else -1.0  # lower loss, higher accuracy
+        super().__init__(monitor, min_delta)
+        self.model, self.path = model, path
 
     def on_epoch_end(self, state: TrainState, logs: dict[str, float]) -> None:
-        value = logs.get(self.monitor)
-        if value is None or math.isnan(value):
+        if self.value(logs) is None:
             save_weights(self.model, self.path)
-            return
-        if state.best is None or self.sign * (state.best - value) > self.min_delta:
-            state.best, state.best_epoch = value, state.epoch
+        elif self.improved(logs, state.epoch):
+            state.best, state.best_epoch = self.best, self.best_epoch
             save_weights(self.model, self.path)
 
 
-class EarlyStopping(Callback):
+class EarlyStopping(Monitor):
     def __init__(self, cfg: EarlyStoppingConfig):
+        super().__init__(cfg.monitor, cfg.min_delta)
         self.patience = cfg.patience
 
     def on_epoch_end(self, state: TrainState, logs: dict[str, float]) -> None:
-        if state.best is not None and state.epoch - state.best_epoch >= self.patience:
+        self.improved(logs, state.epoch)
+        if self.best is not None and state.epoch - self.best_epoch >= self.patience:
             state.stop = True
             state.stop_reason = (
                 f"early stopping: no improvement for {self.patience} epochs "
-                f"(best at epoch {state.best_epoch})"
+                f"(best at epoch {self.best_epoch})"
             )
+
+
+class HistoryCSV(Callback):
+    """history.csv rewritten after every epoch, so a crashed run still shows its curves."""
+
+    def __init__(self, path: Path, columns: Sequence[str]):
+        self.path, self.columns = path, columns
+
+    def on_epoch_end(self, state: TrainState, logs: dict[str, float]) -> None:
+        write_history(self.path, state.history, self.columns)
 
 
 class Checkpoint(Callback):
@@ -86,9 +145,9 @@ class EpochLine(Callback):
 
     def on_epoch_end(self, state: TrainState, logs: dict[str, float]) -> None:
         parts = [f"Epoch {state.epoch}/{self.epochs}"]
-        for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
-            if key in logs and not math.isnan(logs[key]):
-                parts.append(f"{key}: {logs[key]:.4f}")
+        for key, value in logs.items():  # loss, the task's statistics, their val_ versions
+            if key not in ("epoch", "lr", "seconds") and not math.isnan(value):
+                parts.append(f"{key}: {value:.4f}")
         parts += [f"lr: {logs['lr']:.2e}", f"{logs['seconds']:.1f}s"]
         self.console.print(" - ".join(parts), highlight=False)
         if state.stop:

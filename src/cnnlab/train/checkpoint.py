@@ -15,8 +15,9 @@ from safetensors.torch import load_file, save_file
 
 from cnnlab.atomic import atomic_path
 from cnnlab.errors import CnnlabError
+from cnnlab.runfiles import CHECKPOINT
 
-LAST = Path("checkpoints") / "last.pt"
+LAST = Path(CHECKPOINT)
 
 
 def save_weights(model: torch.nn.Module, path: Path) -> None:

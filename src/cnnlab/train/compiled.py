@@ -20,9 +20,9 @@ import time
 import torch
 
 from cnnlab.data.batches import DeviceBatches
+from cnnlab.runtime import IMAGE_LAYOUT, autocast
 from cnnlab.train.checkpoint import restore_rng, rng_state
 from cnnlab.train.loop import Trainee
-from cnnlab.train.runtime import IMAGE_LAYOUT, autocast
 
 
 def compile_model(model: torch.nn.Module, mode: str) -> None:
@@ -40,7 +40,7 @@ def batch_sizes(batches: DeviceBatches | None) -> list[int]:
 
 def warm_up(trainee: Trainee, train: DeviceBatches, val: DeviceBatches | None) -> float:
     """Seconds spent building the graphs of every batch size this training will see."""
-    model, objective = trainee.model, trainee.objective
+    model, task = trainee.model, trainee.task
     device = next(model.parameters()).device
     shape = train.images.shape[1:]
     buffers = {name: b.detach().clone() for name, b in model.named_buffers()}
@@ -50,8 +50,10 @@ def warm_up(trainee: Trainee, train: DeviceBatches, val: DeviceBatches | None) -
     for size in batch_sizes(train):
         with autocast(device):
             logits = model(_zeros(size, shape, device))
-        labels = torch.zeros(size, dtype=torch.int64, device=device)
-        objective.loss(logits, labels).backward()
+        targets = torch.zeros(
+            size, *train.labels.shape[1:], dtype=train.labels.dtype, device=device
+        )
+        task.loss(logits, targets).backward()
     model.zero_grad(set_to_none=True)
     model.eval()
     with torch.no_grad():

@@ -11,11 +11,11 @@ import torch
 
 from cnnlab.data.batches import DeviceBatches
 from cnnlab.errors import CnnlabError
-from cnnlab.evaluate.predict import Preprocess, infer
 from cnnlab.progress import progress_bar
+from cnnlab.runtime import autocast
+from cnnlab.task import Task
+from cnnlab.task.inference import Preprocess, infer
 from cnnlab.train.callbacks import Callback, TrainState
-from cnnlab.train.objective import Objective
-from cnnlab.train.runtime import autocast
 
 
 class NonFiniteLoss(CnnlabError):
@@ -32,9 +32,9 @@ class Trainee:
     """What one training step needs."""
 
     model: torch.nn.Module
-    optimizer: torch.optim.Optimizer
-    schedule: torch.optim.lr_scheduler.LRScheduler
-    objective: Objective
+    optimizer: torch.optim.Optimizer | None  # None before a stage builds one
+    schedule: torch.optim.lr_scheduler.LRScheduler | None
+    task: Task
     preprocess: Preprocess  # uint8 batch -> model input, deterministic (validation)
     augment: Augment | None = None  # uint8 batch -> augmented model input (training)
 
@@ -66,6 +66,8 @@ def fit(
     callbacks: Sequence[Callback],
     state: TrainState,
 ) -> TrainState:
+    optimizer = trainee.optimizer
+    assert optimizer is not None, "fit needs a trainee with an optimiser (see train.stages)"
     for callback in callbacks:
         callback.on_train_begin(state)
     steps = steps_per_epoch or len(train)
@@ -73,60 +75,69 @@ def fit(
         if state.stop:
             break
         started = time.perf_counter()
+        for callback in callbacks:
+            callback.on_epoch_begin(state, epoch)
         if trainee.augment is not None:
             trainee.augment.begin_epoch(epoch)
         with progress_bar(f"Epoch {epoch + 1}/{epochs}", total=steps) as advance:
-            loss, accuracy = train_epoch(
-                trainee, train.epoch(epoch, steps_per_epoch), epoch, advance
-            )
-        logs = {"epoch": epoch + 1, "loss": loss, "accuracy": accuracy}
+            trained = train_epoch(trainee, train.epoch(epoch, steps_per_epoch), epoch, advance)
+        logs = {"epoch": epoch + 1, **trained}
         if val is not None:  # one host synchronisation per epoch for validation
-            checked = infer(trainee.model, val, trainee.objective, trainee.preprocess)
-            logs |= {"val_loss": checked.loss, "val_accuracy": checked.accuracy}
+            checked = infer(trainee.model, val, trainee.task, trainee.preprocess)
+            logs["val_loss"] = checked.loss
+            logs |= {f"val_{name}": value for name, value in checked.stats.items()}
         logs |= {
-            "lr": trainee.optimizer.param_groups[0]["lr"],
+            "lr": optimizer.param_groups[0]["lr"],
             "seconds": time.perf_counter() - started,
         }
         state.epoch = epoch + 1
         state.history.append(logs)
         for callback in callbacks:
             callback.on_epoch_end(state, logs)
+    for callback in callbacks:
+        callback.on_train_end(state)
     return state
 
 
-def train_epoch(trainee: Trainee, batches, epoch: int, advance) -> tuple[float, float]:
-    """Mean loss and accuracy of one epoch, accumulated on the device and read once."""
-    model, objective = trainee.model, trainee.objective
+def train_epoch(trainee: Trainee, batches, epoch: int, advance) -> dict[str, float]:
+    """Mean loss and task statistics of one epoch, accumulated on the device and read once."""
+    model, task = trainee.model, trainee.task
+    optimizer, schedule = trainee.optimizer, trainee.schedule
+    assert optimizer is not None and schedule is not None
     model.train()
     device = next(model.parameters()).device
-    # loss sum, correct, count, steps taken, first non-finite step (-1: none); all on the
-    # device, filled by kernels (torch.full), so no step waits for the host or the host for it.
-    totals = torch.zeros(3, device=device, dtype=torch.float64)
+    # loss sum, the task's statistics (classification: correct), count, steps taken, first
+    # non-finite step (-1: none); all on the device, filled by kernels (torch.full), so no step
+    # waits for the host or the host for it.
+    totals = torch.zeros(2 + len(task.stat_names), device=device, dtype=torch.float64)
     position = torch.zeros((), device=device, dtype=torch.float64)
     first_bad = torch.full((), -1.0, device=device, dtype=torch.float64)
     transform, augment = trainee.train_transform, trainee.augment
     mixing = augment is not None and augment.mixes()
     for images, labels in batches:
         inputs, targets = transform(images), labels
-        if mixing:  # MixUp/CutMix: soft targets, the loss follows them
-            inputs, targets = augment.mix(inputs, labels, objective.num_targets)
+        if augment is not None and mixing:  # MixUp/CutMix: soft targets, the loss follows them
+            inputs, targets = augment.mix(inputs, labels, task.num_targets)
         with autocast(device):
-            logits = model(inputs)
-        loss = objective.loss(logits, targets)
-        trainee.optimizer.zero_grad(set_to_none=True)
+            outputs = model(inputs)
+        loss = task.loss(outputs, targets)
+        optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        trainee.optimizer.step()
-        trainee.schedule.step()
-        count = torch.full((), labels.numel(), device=device, dtype=torch.float64)
-        correct = (objective.predicted(logits) == labels).sum().double()
-        totals += torch.stack([loss.detach().double() * count, correct, count])
+        optimizer.step()
+        schedule.step()
+        count = torch.full((1,), labels.shape[0], device=device, dtype=torch.float64)
+        stats = task.batch_stats(outputs, labels)
+        totals += torch.cat([loss.detach().double()[None] * count, stats, count])
         bad = (first_bad < 0) & ~torch.isfinite(loss.detach())
         first_bad = torch.where(bad, position, first_bad)
         position += 1
         advance(1)
-    loss_sum, correct, count, bad_step = torch.cat([totals, first_bad[None]]).tolist()  # one sync
+    loss_sum, *sums, count, bad_step = torch.cat([totals, first_bad[None]]).tolist()  # one sync
     if bad_step >= 0:
         raise NonFiniteLoss(epoch + 1, int(bad_step) + 1)
     if count == 0:
-        return float("nan"), float("nan")
-    return loss_sum / count, correct / count
+        return {"loss": float("nan"), **{name: float("nan") for name in task.stat_names}}
+    return {
+        "loss": loss_sum / count,
+        **{n: s / count for n, s in zip(task.stat_names, sums, strict=True)},
+    }

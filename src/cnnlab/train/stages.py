@@ -15,7 +15,7 @@ from typing import Any
 
 from rich.console import Console
 
-from cnnlab.config import Experiment, StageConfig
+from cnnlab.config import ModelConfig, StageConfig, TrainConfig
 from cnnlab.models.summary import count_params
 from cnnlab.train.callbacks import Callback, TrainState
 from cnnlab.train.compiled import warm_up
@@ -26,20 +26,17 @@ from cnnlab.train.optim import KERAS_LR, build_optimizer, build_schedule
 CallbackFactory = Callable[[Trainee, int], Sequence[Callback]]
 
 
-def stages_of(cfg: Experiment) -> list[StageConfig]:
-    if cfg.model is not None and cfg.model.stages:
-        return list(cfg.model.stages)
+def stages_of(model: ModelConfig | None, train: TrainConfig) -> list[StageConfig]:
+    if model is not None and model.stages:
+        return list(model.stages)
     # one stage: everything trains, BatchNorm statistics too (Keras's fit on an unfrozen model)
-    return [StageConfig(epochs=cfg.train.epochs, unfreeze="all", batchnorm="train")]
-
-
-def total_epochs(cfg: Experiment) -> int:
-    return sum(stage.epochs for stage in stages_of(cfg))
+    return [StageConfig(epochs=train.epochs, unfreeze="all", batchnorm="train")]
 
 
 def run_stages(
     base: Trainee,
-    cfg: Experiment,
+    cfg: TrainConfig,
+    stages: Sequence[StageConfig],
     train,
     val,
     state: TrainState,
@@ -49,7 +46,7 @@ def run_stages(
 ) -> list[dict[str, Any]]:
     """Fit every stage from `state` on; `saved` is the checkpoint a resumed run continues.
     Returns what each stage trained, for the manifest."""
-    stages, steps = stages_of(cfg), steps_per_epoch(cfg, train)
+    steps = cfg.steps_per_epoch or len(train)
     summary = []
     for index, stage in enumerate(stages):
         trainee = stage_trainee(base, stage, cfg, steps)
@@ -65,24 +62,20 @@ def run_stages(
             trainee.schedule.load_state_dict(saved["schedule"])
         if state.epoch < end and len(stages) > 1:
             console.print(_stage_line(summary[-1], len(stages)), highlight=False)
-        if state.epoch < end and cfg.train.compile != "off":  # a stage's freezing: new graphs
+        if state.epoch < end and cfg.compile != "off":  # a stage's freezing: new graphs
             summary[-1]["compile_s"] = round(warm_up(trainee, train, val), 2)
             console.print(
                 f"Compiled in {summary[-1]['compile_s']:.1f} s (torch.compile, mode "
-                f"{cfg.train.compile}; the epochs' seconds leave it out)",
+                f"{cfg.compile}; the epochs' seconds leave it out)",
                 highlight=False,
             )
-        fit(trainee, train, val, end, cfg.train.steps_per_epoch, callbacks(trainee, end), state)
+        fit(trainee, train, val, end, cfg.steps_per_epoch, callbacks(trainee, end), state)
     return summary
 
 
-def steps_per_epoch(cfg: Experiment, train) -> int:
-    return cfg.train.steps_per_epoch or len(train)
-
-
-def stage_trainee(base: Trainee, stage: StageConfig, cfg: Experiment, steps: int) -> Trainee:
+def stage_trainee(base: Trainee, stage: StageConfig, cfg: TrainConfig, steps: int) -> Trainee:
     """`base` with this stage's trainable set, optimiser and schedule."""
-    model, optimizer_cfg = base.model, cfg.train.optimizer
+    model, optimizer_cfg = base.model, cfg.optimizer
     lr = stage.lr or optimizer_cfg.lr or KERAS_LR[optimizer_cfg.name]
     if hasattr(model, "apply_stage"):
         from cnnlab.models.transfer import StagePlan
@@ -94,10 +87,8 @@ def stage_trainee(base: Trainee, stage: StageConfig, cfg: Experiment, steps: int
     else:
         params = [{"params": list(model.parameters()), "lr": lr}]
     optimizer = build_optimizer(params, optimizer_cfg)
-    schedule = build_schedule(
-        optimizer, cfg.train.schedule, optimizer_cfg.decay, steps, stage.epochs
-    )
-    return Trainee(model, optimizer, schedule, base.objective, base.preprocess, base.augment)
+    schedule = build_schedule(optimizer, cfg.schedule, optimizer_cfg.decay, steps, stage.epochs)
+    return Trainee(model, optimizer, schedule, base.task, base.preprocess, base.augment)
 
 
 def _describe(index: int, stage: StageConfig, trainee: Trainee, start: int) -> dict[str, Any]:

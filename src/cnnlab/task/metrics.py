@@ -8,7 +8,7 @@ import numpy as np
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, top_k_accuracy_score
 
 
-def split_metrics(
+def classification_metrics(
     labels: np.ndarray, probabilities: np.ndarray, classes: list[str], loss: float, top_k: int
 ) -> dict[str, Any]:
     predicted = probabilities.argmax(1)

@@ -1,21 +1,65 @@
-"""Read a run folder's files for the report, tolerating any that are missing or unreadable.
+"""Every file a run folder holds, by name, and the one tolerant reader of them.
 
-A report is most wanted when a run went wrong, so a missing or damaged file becomes a note on
-the page, never an exception.
+```
+config.yaml  manifest.json  health.json  split.csv  summary.txt  normalization.json
+history.csv  metrics.json  predictions.csv  model.safetensors  checkpoints/last.pt  report.html
+```
+
+The writer is cnnlab.run.folder.RunFolder, the strict reader of a finished run
+cnnlab.run.finished.FinishedRun; both name files through the constants here. `read_run` is
+the tolerant reader the report uses: a report is most wanted when a run went wrong, so a missing
+or damaged file becomes a note on the page, never an exception.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds")
+from cnnlab.atomic import write_text
+
+CONFIG = "config.yaml"  # the resolved experiment, every default filled in
+MANIFEST = "manifest.json"  # versions, device, seed, data fingerprint, split sizes, timings
+HEALTH = "health.json"  # the full data health check
+SPLIT = "split.csv"  # path,label,split,sha256 of every usable file
+SUMMARY = "summary.txt"  # the Keras-style model summary
+NORMALIZATION = "normalization.json"  # uint8 image -> model input, as evaluation applies it
+HISTORY = "history.csv"  # one row per epoch
+METRICS = "metrics.json"  # final metrics per split
+PREDICTIONS = "predictions.csv"  # one row per evaluated image (val and test)
+WEIGHTS = "model.safetensors"  # the kept (best) weights
+CHECKPOINT = "checkpoints/last.pt"  # the last complete epoch's training state, for --resume
+REPORT = "report.html"
+
+SPLIT_ORDER = ("train", "val", "test")
+
+
+def write_json(path: Path, payload: Any) -> None:
+    write_text(path, json.dumps(payload, indent=2) + "\n")
+
+
+def write_history(path: Path, history: list[dict[str, float]], columns: Sequence[str]) -> None:
+    """history.csv: `columns` in order; a value an epoch did not log is an empty cell."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in history:
+        writer.writerow({k: _cell(row.get(k)) for k in columns})
+    write_text(path, out.getvalue())
+
+
+def _cell(value: float | int | None) -> str:
+    if value is None:
+        return ""
+    return str(value) if isinstance(value, int) else f"{value:.6g}"
 
 
 @dataclass
@@ -46,23 +90,23 @@ def read_run(folder: Path) -> RunFiles:
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: not a run folder (no such directory)")
     run = RunFiles(folder=folder)
-    run.config_text = _read_text(folder / "config.yaml", run.notes)
-    run.config = _parse(folder / "config.yaml", run.config_text, yaml.safe_load, run.notes)
+    run.config_text = _read_text(folder / CONFIG, run.notes)
+    run.config = _parse(folder / CONFIG, run.config_text, yaml.safe_load, run.notes)
     run.manifest = _parse(
-        folder / "manifest.json",
-        _read_text(folder / "manifest.json", run.notes),
+        folder / MANIFEST,
+        _read_text(folder / MANIFEST, run.notes),
         json.loads,
         run.notes,
     )
     run.metrics = _parse(
-        folder / "metrics.json",
-        _read_text(folder / "metrics.json", run.notes),
+        folder / METRICS,
+        _read_text(folder / METRICS, run.notes),
         json.loads,
         run.notes,
     )
-    run.summary = _read_text(folder / "summary.txt", run.notes)
+    run.summary = _read_text(folder / SUMMARY, run.notes)
     if run.trained:
-        run.history = read_history(folder / "history.csv", run.notes)
+        run.history = read_history(folder / HISTORY, run.notes)
     return run
 
 

@@ -20,7 +20,7 @@ from cnnlab.cli import app
 from cnnlab.config import ModelConfig
 from cnnlab.config_io import load_experiment
 from cnnlab.errors import ConfigError
-from cnnlab.experiment import run_experiment
+from cnnlab.runs import run_experiment
 
 # Three classes a pretrained network tells apart at a glance: colour and shape together.
 SHAPES = {"disc": (220, 40, 40), "square": (40, 180, 40), "cross": (40, 40, 220)}
@@ -263,12 +263,11 @@ def test_features_run_configuration_errors_name_the_key(tmp_path, sections, need
 
 
 def test_from_run_at_another_image_size_names_data_target_size(tmp_path, shapes):
-    from cnnlab.features_run import FinishedRun, run_data_config
+    from cnnlab.runs.finished import sized_for
 
     experiment = load_experiment(write_config(tmp_path / "x.yaml", shapes))
-    run = FinishedRun(tmp_path, ModelConfig(name="carlosnet"), (48, 48, 1), ["a", "b"], "carlosnet")
     resized = experiment.data.model_copy(update={"target_size": (32, 32)})
     with pytest.raises(ConfigError, match=r"data\.target_size: .* takes 48x48 images"):
-        run_data_config(resized, run)
-    filled = run_data_config(experiment.data, run)
+        sized_for(resized, (48, 48, 1), tmp_path)
+    filled = sized_for(experiment.data, (48, 48, 1), tmp_path)
     assert filled.target_size == (48, 48) and filled.color_mode == "grayscale"

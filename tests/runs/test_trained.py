@@ -26,7 +26,7 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner, Result
 
 from cnnlab.cli import app
-from cnnlab.train.objective import Objective
+from cnnlab.task.classification import Classification as Objective
 
 HISTORY_HEADER = "epoch,loss,accuracy,val_loss,val_accuracy,lr,seconds"
 # Conv2D 4 filters -> MaxPooling2D -> Flatten -> Dropout -> Dense softmax: tiny, and with

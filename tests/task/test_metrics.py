@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cnnlab.evaluate.metrics import split_metrics
+from cnnlab.task.metrics import classification_metrics as split_metrics
 
 CLASSES = ["a", "b", "c"]
 LABELS = np.array([0, 0, 1, 1, 2, 2])

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cnnlab.train.objective import Objective
+from cnnlab.task.classification import Classification as Objective
 
 LOGITS = torch.tensor([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0], [-0.5, 1.5, 0.0]])
 LABELS = torch.tensor([0, 2, 0])

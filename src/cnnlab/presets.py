@@ -1,6 +1,7 @@
 """Augmentation presets by name: the reports' ImageDataGenerator settings.
 
-A config names one (`augment: {preset: s1}`) and may override single keys beside it.
+A config names one (`augment: {preset: s1}`) and may override single keys beside it. They are
+config data, read by `config.AugmentConfig`, so this module imports no augmentation code.
 """
 
 from __future__ import annotations
