@@ -281,7 +281,9 @@ class ClassifierConfig(Section):
     def _knobs_it_uses(self) -> ClassifierConfig:
         uses = {"logistic": "C max_iter", "linear_svm": "C max_iter", "svm": "C gamma", "knn": "k"}
         for knob in sorted(self.model_fields_set - {"name", "pool"}):
-            if knob not in uses[self.name].split():
+            # a saved config.yaml spells out every default: only a changed knob is a mistake
+            unchanged = getattr(self, knob) == type(self).model_fields[knob].default
+            if knob not in uses[self.name].split() and not unchanged:
                 its = uses[self.name].replace(" ", ", ")
                 raise ValueError(f"{self.name} uses {its}, not {knob}; remove classifier.{knob}")
         return self

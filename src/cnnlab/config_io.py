@@ -8,6 +8,7 @@ Every message names the dotted key and says how to fix it, e.g.
 from __future__ import annotations
 
 import difflib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,7 @@ def set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
     """Set `a.b.c`; a number picks a list item (`model.stages.1.epochs`)."""
     node: Any = raw
     parts = key.split(".")
+    part: str | int  # a list position becomes its int
     for depth, part in enumerate(parts):
         where = ".".join(parts[: depth + 1])
         last = depth == len(parts) - 1
@@ -90,7 +92,7 @@ def validate(raw: dict[str, Any], model: type[BaseModel], source: str) -> Any:
         raise ConfigError(f"{source}: invalid configuration\n  " + "\n  ".join(lines)) from None
 
 
-def describe(error: dict[str, Any], model: type[BaseModel]) -> str:
+def describe(error: Mapping[str, Any], model: type[BaseModel]) -> str:
     """One pydantic error as `dotted.key: what is wrong; how to fix it`."""
     # list positions stay in the path (model.stages.1.lr); field lookups skip them
     parts = [p for p in error["loc"] if isinstance(p, int) or not _is_internal(p)]

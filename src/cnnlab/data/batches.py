@@ -158,13 +158,14 @@ class DeviceBatches:
         copied: list[torch.cuda.Event | None] = [None, None]  # last copy out of each buffer
 
         def start(slot: int, host_index: torch.Tensor) -> tuple[torch.Tensor, torch.cuda.Event]:
-            if copied[slot] is not None:
-                copied[slot].synchronize()  # waits for a copy queued a batch ago, not the model
+            previous = copied[slot]
+            if previous is not None:
+                previous.synchronize()  # waits for a copy queued a batch ago, not the model
             rows = gather_rows(self.images, host_index, buffers[slot])
             with torch.cuda.stream(copy_stream):
                 on_device = rows.to(self.device, non_blocking=True)
-                copied[slot] = copy_stream.record_event()
-            return on_device, copied[slot]
+                done = copied[slot] = copy_stream.record_event()
+            return on_device, done
 
         def finish(images: torch.Tensor, done: torch.cuda.Event, index: torch.Tensor) -> Batch:
             consumer = torch.cuda.current_stream(self.device)

@@ -82,7 +82,7 @@ class PixelWriter:
 
     def __init__(self, path: Path, count: int):
         self.path, self.count = path, count
-        self.array: np.ndarray | None = None
+        self.array: np.memmap | None = None
         self._temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
     def __call__(self, index: int, pixels: np.ndarray) -> None:

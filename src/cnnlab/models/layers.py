@@ -11,6 +11,9 @@ Tensors are N,C,H,W inside (what cuDNN wants); shapes users see are Keras's chan
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -19,7 +22,7 @@ Pair = tuple[int, int]
 
 # Keras activation names. leaky_relu's slope is Keras 3's activation default (0.2); the
 # LeakyReLU *layer* uses 0.3, but only the string form is accepted here.
-ACTIVATIONS = {
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "relu": nn.ReLU,
     "sigmoid": nn.Sigmoid,
     "tanh": nn.Tanh,
@@ -109,7 +112,10 @@ class Conv2D(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.pad_same:
-            x = pad_same(x, self.kernel_size, self.stride, self.dilation)
+            # nn.Conv2d keeps 2-tuples here; torch's stubs type them tuple[int, ...]
+            x = pad_same(
+                x, cast(Pair, self.kernel_size), cast(Pair, self.stride), cast(Pair, self.dilation)
+            )
         return self.activation(super().forward(x))
 
 

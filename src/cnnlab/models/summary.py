@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
@@ -60,7 +61,8 @@ Group = tuple[str, str, list[nn.Module]]  # row name, kind, the modules it cover
 
 def _groups(model: nn.Module) -> list[Group]:
     if hasattr(model, "summary_groups"):
-        return model.summary_groups()
+        # a Backbone names its blocks; nn.Module.__getattr__ types the attribute Tensor | Module
+        return cast("Callable[[], list[Group]]", model.summary_groups)()
     return [(name, type(child).__name__, [child]) for name, child in model.named_children()]
 
 

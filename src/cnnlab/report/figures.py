@@ -55,8 +55,10 @@ def learning_curves(
                 label=f"best epoch ({best_epoch})",
             )
         for number, first in enumerate(stage_starts, start=2):
-            label = "next stage begins" if number == 2 else None
-            ax.axvline(first - 0.5, color=STAGE_COLOR, linestyle=":", linewidth=1.2, label=label)
+            stage_label = "next stage begins" if number == 2 else None
+            ax.axvline(
+                first - 0.5, color=STAGE_COLOR, linestyle=":", linewidth=1.2, label=stage_label
+            )
         ax.set_title(name)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
