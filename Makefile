@@ -19,12 +19,15 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/cnnlab demo
 
+# The checks that keep the code's shape: style, types, and the layer contract (pyproject.toml).
+CHECKS = $(BIN)/ruff check src tests bench && $(BIN)/mypy && $(BIN)/lint-imports --no-cache
+
 test: $(STAMP)
-	$(BIN)/ruff check src tests bench
+	$(CHECKS)
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
+	$(CHECKS)
 	$(BIN)/ruff format --check src tests bench
 
 bench: $(STAMP)

@@ -174,3 +174,35 @@ def test_summary_of_an_experiment_file_takes_the_input_from_its_data(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert "Total params: 24,197" in result.stdout
+
+
+def test_summary_of_an_experiment_file_needs_no_flags_when_the_file_determines_them(tmp_path):
+    # S1's IvanNet: 128x128 grayscale from the file, 6 classes from the folder names alone
+    source = tmp_path / "fingers"
+    for k in range(6):
+        (source / str(k)).mkdir(parents=True)
+        Image.new("L", (16, 16), 40 * k).save(source / str(k) / "a.png")
+    config = tmp_path / "s1.yaml"
+    config.write_text(
+        f"data: {{source: {source}, color_mode: grayscale, target_size: [128, 128]}}\n"
+        "model: {name: ivannet}\n"
+    )
+    result = cnnlab("summary", str(config), cwd=tmp_path, cache=tmp_path / "c")
+    assert result.returncode == 0, result.stderr
+    assert "Trainable params: 6,167,166" in result.stdout
+
+
+def test_summary_of_a_backbone_experiment_takes_the_backbone_input_size(tmp_path):
+    source = tmp_path / "pets"
+    for name in ("cat", "dog"):
+        (source / name).mkdir(parents=True)
+        Image.new("RGB", (16, 16)).save(source / name / "a.png")
+    config = tmp_path / "vgg.yaml"
+    config.write_text(
+        f"data: {{source: {source}}}\n"
+        "model: {backbone: vgg16, weights: none, head: [Flatten, {Dense: {units: 2}}]}\n"
+    )
+    result = cnnlab("summary", str(config), cwd=tmp_path, cache=tmp_path / "c")
+    assert result.returncode == 0, result.stderr
+    # VGG16's base at 224x224 (its 7x7x512 map flattened): 14,714,688 + 25,088 * 2 + 2
+    assert "Total params: 14,764,866" in result.stdout

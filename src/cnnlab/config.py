@@ -152,7 +152,7 @@ class AugmentConfig(Section):
     color_jitter: (
         tuple[NonNegativeFloat, NonNegativeFloat, NonNegativeFloat, NonNegativeFloat] | None
     ) = None  # brightness, contrast, saturation, hue
-    random_erasing: float = Field(0.0, ge=0.0, le=1.0)  # probability per image
+    random_erasing: float = Field(default=0.0, ge=0.0, le=1.0)  # probability per image
     mixup_alpha: NonNegativeFloat = 0.0  # Beta(alpha, alpha) mixing weight; 0 = off
     cutmix_alpha: NonNegativeFloat = 0.0  # with mixup too, each batch picks one of them
 
@@ -221,7 +221,7 @@ class StageConfig(Section):
     unfreeze: NonNegativeInt | Literal["all"] = 0
     lr: PositiveFloat | None = None  # the head's; None: train.optimizer.lr
     backbone_lr: PositiveFloat | None = None  # the top unfrozen block's; None: lr
-    layer_decay: float = Field(1.0, gt=0.0, le=1.0)  # each lower block: lr times this again
+    layer_decay: float = Field(default=1.0, gt=0.0, le=1.0)  # each lower block: lr times this again
     # BatchNorm statistics of unfrozen blocks: frozen (Keras's fine-tuning advice for small
     # data) or train; frozen blocks' statistics never change.
     batchnorm: Literal["frozen", "train"] = "frozen"
@@ -320,7 +320,7 @@ class TrainConfig(Section):
     steps_per_epoch: PositiveInt | None = None  # None: one pass over the training split
     optimizer: OptimizerConfig = OptimizerConfig()
     schedule: ScheduleConfig = ScheduleConfig()
-    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)  # softmax heads only
+    label_smoothing: float = Field(default=0.0, ge=0.0, lt=1.0)  # softmax heads only
     early_stopping: EarlyStoppingConfig | None = None  # None: train every epoch
     # The best weights (by early_stopping.monitor, else val_loss) are kept as model.safetensors.
     deterministic: bool = False  # bitwise-equal reruns on the same machine, a little slower

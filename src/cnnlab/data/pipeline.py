@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -94,6 +95,7 @@ def examine(cfg: DataConfig, options: DecodeOptions | None) -> Examined:
         cache.save_checks(checks)
         if writer:
             writer.commit()
+            assert options is not None  # a writer exists only with decode options
             pixels = cache.load_pixels(options, budget)
     samples = [
         _sample(e.path, e.label, e.split, c) for e, c in zip(scan.entries, checks, strict=True)
@@ -162,9 +164,11 @@ def load_data(cfg: DataConfig, seed: int) -> Data:
 def _take(found: Examined, rows: np.ndarray) -> np.ndarray:
     """The split's rows; a memory-mapped cache gives a memory-mapped split, never a RAM copy."""
     if not isinstance(found.pixels, np.memmap) or found.cache_folder is None:
-        return np.ascontiguousarray(found.pixels[rows])
+        # load_data examines with decode options, so the pixels are there
+        return np.ascontiguousarray(cast(np.ndarray, found.pixels)[rows])
     key = hashlib.sha256(rows.tobytes()).hexdigest()[:16]
-    path = found.cache_folder / f"rows-{Path(found.pixels.filename).stem}-{key}.npy"
+    name = Path(cast(str, found.pixels.filename)).stem  # a memmap opened from a file has its name
+    path = found.cache_folder / f"rows-{name}-{key}.npy"
     if not path.is_file():
         with atomic_path(path) as temp:
             out = np.lib.format.open_memmap(

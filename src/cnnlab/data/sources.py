@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import csv
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -112,7 +112,7 @@ def _under(files: Iterable[TreeFile], prefix: str) -> tuple[TreeFile, ...]:
     return tuple(f for f in files if f.inner.startswith(prefix))
 
 
-def _find_parts(tree: Tree, files: list[TreeFile], prefix: str, split: str | None, scan: Scan):
+def _find_parts(tree: Tree, files: Sequence[TreeFile], prefix: str, split: str | None, scan: Scan):
     dirs, loose = _level(files, prefix)
     if split is None:
         split_dirs = [d for d in dirs if d.lower() in SPLIT_NAMES]

@@ -39,7 +39,8 @@ def pooled(layers: Sequence[tuple[str, nn.Module]], pool: Pool | None, name: str
             layer_name += "_features"
         modules[layer_name] = layer()
     extractor = nn.Sequential(modules).requires_grad_(False)  # frozen: nothing trains it
-    extractor.model_name = name  # the summary's title
+    # the summary's title; torch's __setattr__ stub allows only Tensor | Module values
+    extractor.model_name = name  # type: ignore[assignment]
     return extractor
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -76,7 +77,8 @@ def vgg16() -> Backbone:
     from torchvision.models.vgg import cfgs, make_layers
 
     body = make_layers(cfgs["D"])  # torchvision's VGG16 `features`, without the classifier
-    blocks, members = [], []
+    blocks: list[tuple[str, list[str]]] = []
+    members: list[str] = []
     for index, layer in enumerate(body):
         members.append(str(index))
         if isinstance(layer, nn.MaxPool2d):  # Keras's block1..block5 each end in a pool
@@ -90,9 +92,12 @@ def timm_backbone(architecture: str, name: str | None = None) -> Backbone:
     from timm.models import group_modules
 
     body = timm.create_model(architecture, pretrained=False, num_classes=0, global_pool="")
-    groups = group_modules(body, body.group_matcher(coarse=True))
+    # timm's models have these methods; create_model types the model as a plain nn.Module
+    group_matcher = cast("Callable[..., Any]", body.group_matcher)
+    features = cast("Callable[[torch.Tensor], torch.Tensor]", body.forward_features)
+    groups = group_modules(body, group_matcher(coarse=True))
     blocks = [(_group_name(members, index), members) for index, members in groups.items()]
-    return Backbone(name or architecture, body, blocks, features=body.forward_features)
+    return Backbone(name or architecture, body, blocks, features=features)
 
 
 def _group_name(members: list[str], index: int) -> str:
@@ -155,7 +160,11 @@ def preprocessing_for(name: str, weights: str) -> Preprocessing:
         config = get_pretrained_cfg(name.removeprefix(TIMM_PREFIX))
         if config is not None:
             _, height, width = config.input_size
-            return Preprocessing((height, width), tuple(config.mean), tuple(config.std))
+            return Preprocessing(
+                (height, width),
+                cast("tuple[float, float, float]", tuple(config.mean)),  # one per RGB channel
+                cast("tuple[float, float, float]", tuple(config.std)),
+            )
     return IMAGENET
 
 

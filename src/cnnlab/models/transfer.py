@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 from torch import nn
@@ -55,7 +55,7 @@ class TransferModel(KerasModel):
 
     @property
     def backbone(self) -> Backbone:
-        return next(iter(self.children()))
+        return cast(Backbone, next(iter(self.children())))  # the first layer (see __init__)
 
     def head_parameters(self) -> list[nn.Parameter]:
         backbone = {id(p) for p in self.backbone.parameters()}

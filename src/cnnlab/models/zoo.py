@@ -18,7 +18,7 @@ layers use ReLU, as all five reports do.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -57,12 +57,13 @@ def model_from_config(
 ) -> torch.nn.Module:
     """The experiment's model: a registered name, a layer list, or a backbone with a head."""
     if cfg.backbone is None:
-        return build_model(cfg.name or cfg.layers, input_shape, num_classes)
+        # ModelConfig sets exactly one of name, layers, backbone, from_run (runs load from_run)
+        spec = cast("str | Sequence[Any]", cfg.name or cfg.layers)
+        return build_model(spec, input_shape, num_classes)
     from cnnlab.models.transfer import build_transfer  # imports timm: only when needed
 
-    return build_transfer(
-        cfg.backbone, cfg.weights, cfg.head, tuple(input_shape), num_classes, cfg.mean, cfg.std
-    )
+    shape = cast("tuple[int, int, int]", tuple(input_shape))  # (H, W, C)
+    return build_transfer(cfg.backbone, cfg.weights, cfg.head, shape, num_classes, cfg.mean, cfg.std)
 
 
 # --- the words of the reports, as layer-list entries ------------------------------------------

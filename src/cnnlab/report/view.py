@@ -11,7 +11,7 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 
@@ -86,8 +86,8 @@ def metrics_table(metrics: dict[str, Any]) -> dict[str, Any]:
     splits = splits_with_metrics(metrics)
     top_ks = sorted(
         {key for s in splits for key in mapping(metrics[s]) if TOP_K.match(key)},
-        key=lambda key: int(TOP_K.match(key).group(1)),
-    )  # type: ignore[union-attr]
+        key=lambda key: int(TOP_K.match(key).group(1)),  # type: ignore[union-attr]
+    )
     columns = [("loss", "loss", decimal), ("accuracy", "accuracy", percent)]
     columns += [(k, f"top-{TOP_K.match(k).group(1)} accuracy", percent) for k in top_ks]  # type: ignore[union-attr]
     rows = [
@@ -260,7 +260,7 @@ def _finite(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _square(matrix: Any) -> bool:
+def _square(matrix: Any) -> TypeGuard[Sequence[Sequence[float]]]:
     return (
         isinstance(matrix, Sequence)
         and len(matrix) > 0

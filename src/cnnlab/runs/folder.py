@@ -101,7 +101,7 @@ def resume_differences(saved: Experiment, current: Experiment) -> list[str]:
     may grow; how fast it runs (train.compile) and how it is evaluated (evaluate.*) may change
     too: they do not change the training. Keys added to cnnlab since the run began take their
     defaults (the saved file is validated anew)."""
-    dumped = [saved.model_dump(mode="json"), current.model_dump(mode="json")]
+    dumped = (saved.model_dump(mode="json"), current.model_dump(mode="json"))
     for section in dumped:
         for key in ("epochs", "compile"):
             section["train"].pop(key)

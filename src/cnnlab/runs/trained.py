@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 from rich.console import Console
 
 from cnnlab import runfiles
-from cnnlab.augment.pipeline import EvalTransform, build_transforms
+from cnnlab.augment.pipeline import EvalTransform, TrainTransform, build_transforms
 from cnnlab.config import Experiment
 from cnnlab.data.batches import DeviceBatches
 from cnnlab.data.pipeline import Data, load_data
@@ -63,11 +63,13 @@ def run_trained(
     folder.write_summary(format_summary(model, data.input_shape) + "\n")
     if getattr(model, "info", None) is not None:
         console.print(weights_line(model.info), highlight=False)
-    model = model.to(device, memory_format=IMAGE_LAYOUT)
+    # Module.to takes memory_format with a device at runtime; torch's overloads leave it out
+    model = model.to(device, memory_format=IMAGE_LAYOUT)  # type: ignore[call-overload]
     if cfg.train.compile != "off":
         compile_model(model, cfg.train.compile)
     base = make_trainee(model, cfg, data, device)
-    base.preprocess.normalization.save(folder.file(runfiles.NORMALIZATION))
+    evaluate = cast(EvalTransform, base.preprocess)  # make_trainee's (build_transforms)
+    evaluate.normalization.save(folder.file(runfiles.NORMALIZATION))
     saved = load_state(folder.path) if resume else None
     state = restore(saved, model) if saved else TrainState()
 
@@ -103,7 +105,7 @@ def run_trained(
         metrics,
         predicted,
         model_manifest(cfg, model),
-        base.augment,
+        cast("TrainTransform | None", base.augment),  # make_trainee's (build_transforms)
         deterministic=cfg.train.deterministic,
         epochs_run=state.epoch,
         best_epoch=state.best_epoch,
@@ -216,7 +218,8 @@ def predict_again(run: FinishedRun, split: str, device: torch.device) -> np.ndar
     the normalisation and test-time augmentation it was evaluated with."""
     cfg = run.config
     data = load_data(run.data_config(), cfg.seed)
-    model = run.model().to(device, memory_format=IMAGE_LAYOUT)
+    # Module.to takes memory_format with a device at runtime; torch's overloads leave it out
+    model = run.model().to(device, memory_format=IMAGE_LAYOUT)  # type: ignore[call-overload]
     task = Classification.for_model(model, len(run.classes), cfg.train.label_smoothing)
     trainee = Trainee(model, None, None, task, EvalTransform(run.normalization(), IMAGE_LAYOUT))
     result = split_inference(trainee, data, split, cfg, device)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 
 class Classification:
-    stat_names = ("accuracy",)
+    stat_names: tuple[str, ...] = ("accuracy",)
 
     def __init__(self, head_activation: str | None, num_outputs: int, label_smoothing: float = 0.0):
         self.binary = head_activation == "sigmoid" and num_outputs == 1
@@ -31,7 +31,12 @@ class Classification:
         cls, model: torch.nn.Module, num_classes: int, label_smoothing: float = 0.0
     ) -> Classification:
         """The task of `model`'s head: its activation and width select the loss."""
-        outputs = model.output_shape[-1] if hasattr(model, "output_shape") else num_classes
+        # a KerasModel's output_shape is a shape tuple; Module.__getattr__ types it Tensor | Module
+        outputs = (
+            cast("tuple[int, ...]", model.output_shape)[-1]
+            if hasattr(model, "output_shape")
+            else num_classes
+        )
         return cls(getattr(model, "head_activation", None), outputs, label_smoothing)
 
     # --- what the loop and inference call -------------------------------------------------------

@@ -41,7 +41,8 @@ def infer(
     device = batches.device
     # loss sum, the task's statistics, count
     totals = torch.zeros(2 + len(task.stat_names), device=device, dtype=torch.float64)
-    kept = []
+    kept: list[torch.Tensor] = []
+    predictions: torch.Tensor | None
     for images, targets in batches.epoch(0):
         inputs = preprocess(images)
         with autocast(device):
@@ -59,6 +60,7 @@ def infer(
         count = torch.full((1,), targets.shape[0], device=device, dtype=torch.float64)
         totals += torch.cat([loss.double()[None], stats.double(), count])
         if keep_predictions:
+            assert predictions is not None  # both branches predict when keep_predictions
             kept.append(predictions)
     model.train(was_training)
     loss_sum, *sums, count = totals.tolist()  # the one host synchronisation

@@ -11,7 +11,7 @@ that stage's optimiser state, and one killed at a boundary starts the next stage
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 from rich.console import Console
 
@@ -58,6 +58,8 @@ def run_stages(
             continue
         end = state.stage_starts[index] + stage.epochs
         if saved is not None and saved["state"]["stage"] == index:
+            # stage_trainee builds both
+            assert trainee.optimizer is not None and trainee.schedule is not None
             trainee.optimizer.load_state_dict(saved["optimizer"])
             trainee.schedule.load_state_dict(saved["schedule"])
         if state.epoch < end and len(stages) > 1:
@@ -83,7 +85,8 @@ def stage_trainee(base: Trainee, stage: StageConfig, cfg: TrainConfig, steps: in
         plan = StagePlan(
             stage.unfreeze, lr, stage.backbone_lr or lr, stage.layer_decay, stage.batchnorm
         )
-        params: Any = model.apply_stage(plan)
+        # a TransferModel's; Module.__getattr__ types the attribute Tensor | Module
+        params: Any = cast("Callable[[StagePlan], Any]", model.apply_stage)(plan)
     else:
         params = [{"params": list(model.parameters()), "lr": lr}]
     optimizer = build_optimizer(params, optimizer_cfg)
@@ -94,7 +97,12 @@ def stage_trainee(base: Trainee, stage: StageConfig, cfg: TrainConfig, steps: in
 def _describe(index: int, stage: StageConfig, trainee: Trainee, start: int) -> dict[str, Any]:
     model = trainee.model
     trainable, _ = count_params(model)
-    blocks = model.trainable_blocks() if hasattr(model, "trainable_blocks") else None
+    blocks = (
+        cast("Callable[[], list[str]]", model.trainable_blocks)()  # a TransferModel's
+        if hasattr(model, "trainable_blocks")
+        else None
+    )
+    assert trainee.optimizer is not None  # stage_trainee builds it
     return {
         "stage": index + 1,
         "first_epoch": start + 1,
