@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -41,3 +43,20 @@ def test_every_public_name_resolves():
         assert getattr(cnnlab, name) is not None, name
     with pytest.raises(AttributeError):
         cnnlab.no_such_name  # noqa: B018
+
+
+def imported_after(statement: str) -> set[str]:
+    code = f"import sys\n{statement}\nprint(' '.join(sorted(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return set(result.stdout.split())
+
+
+def test_import_cnnlab_loads_no_torch():
+    assert "torch" not in imported_after("import cnnlab")
+
+
+def test_starting_a_run_loads_no_heavy_library_it_does_not_use():
+    # scikit-learn + scipy (70 MB, 1.5 s), kornia, timm, matplotlib: only where a run uses them
+    loaded = imported_after("import cnnlab.cli, cnnlab.runs")
+    assert not {"sklearn", "scipy", "kornia", "timm", "matplotlib"} & loaded

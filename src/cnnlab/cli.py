@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -170,7 +170,8 @@ def _named_model(name: str):
         if name.startswith(TIMM_PREFIX) and key == "backbone":
             return ModelConfig(backbone=name)
         try:
-            return ModelConfig(**{key: registry.resolve(name)})
+            fields: dict[str, Any] = {key: registry.resolve(name)}
+            return ModelConfig(**fields)
         except ConfigError:
             continue
     known = MODELS.names() + BACKBONES.names()

@@ -8,7 +8,7 @@ Every message names the dotted key and says how to fix it, e.g.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ from cnnlab.config import Experiment
 from cnnlab.errors import ConfigError
 
 
-def load_experiment(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Experiment:
+def load_experiment(path: str | Path, overrides: Sequence[str] = ()) -> Experiment:
     """The validated experiment in `path`, with each `key=value` override applied in order."""
     raw = read_yaml(Path(path))
     for item in overrides:

@@ -80,6 +80,7 @@ def run_demo(folder: Path, console: Console) -> list[Path]:
             str(manifest["epochs_run"]),
             f"{manifest['timings']['train_s']:.1f} s",
         )
+        assert result.report is not None  # finish writes every run's report.html
         reports.append(result.report)
     console.print(table)
     for report in reports:

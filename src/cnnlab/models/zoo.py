@@ -63,7 +63,9 @@ def model_from_config(
     from cnnlab.models.transfer import build_transfer  # imports timm: only when needed
 
     shape = cast("tuple[int, int, int]", tuple(input_shape))  # (H, W, C)
-    return build_transfer(cfg.backbone, cfg.weights, cfg.head, shape, num_classes, cfg.mean, cfg.std)
+    return build_transfer(
+        cfg.backbone, cfg.weights, cfg.head, shape, num_classes, cfg.mean, cfg.std
+    )
 
 
 # --- the words of the reports, as layer-list entries ------------------------------------------

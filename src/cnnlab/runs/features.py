@@ -14,12 +14,11 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
 from rich.console import Console
-from sklearn.pipeline import Pipeline
 
 from cnnlab import runfiles
 from cnnlab.augment.normalize import Normalization, fit_normalization
@@ -27,14 +26,6 @@ from cnnlab.augment.pipeline import EvalTransform
 from cnnlab.config import Experiment
 from cnnlab.data.pipeline import Data, load_data
 from cnnlab.errors import ConfigError
-from cnnlab.evaluate.classifiers import (
-    classifier_manifest,
-    describe,
-    fit,
-    log_loss,
-    make_classifier,
-    probabilities_of,
-)
 from cnnlab.evaluate.features import (
     Pool,
     extract_features,
@@ -42,7 +33,7 @@ from cnnlab.evaluate.features import (
     penultimate_is_map,
     pooled,
 )
-from cnnlab.models import count_params, format_summary
+from cnnlab.models import KerasModel, count_params, format_summary
 from cnnlab.progress import progress_bar
 from cnnlab.runs.finished import FinishedRun, sized_for
 from cnnlab.runs.folder import RunFolder
@@ -52,10 +43,23 @@ from cnnlab.runtime import IMAGE_LAYOUT
 from cnnlab.task.classification import split_metrics
 from cnnlab.train.callbacks import Callback
 
+if TYPE_CHECKING:
+    from types import ModuleType
+
+    from sklearn.pipeline import Pipeline
+
 NOT_SAVED = (
     "features run: no network was trained (train.* ignored). The fitted classifier is not "
     "saved (scikit-learn saves by pickling, which runs code when loaded); rerun to refit it."
 )
+
+
+def sklearn_classifiers() -> ModuleType:
+    """cnnlab.evaluate.classifiers, imported on first use: scikit-learn (and scipy) cost 70 MB
+    resident and 1.5 s at import, and a trained run never needs them."""
+    from cnnlab.evaluate import classifiers
+
+    return classifiers
 
 
 @dataclass
@@ -86,7 +90,7 @@ def run_features(
     source = feature_source(cfg, data, source_run)
     folder.write_summary(
         f"{format_summary(source.extractor, data.input_shape)}\n"
-        f"Classifier: {describe(cfg.classifier)}\n"
+        f"Classifier: {sklearn_classifiers().describe(cfg.classifier)}\n"
     )
     source.normalization.save(folder.file(runfiles.NORMALIZATION))
     clock = time.perf_counter()
@@ -112,7 +116,7 @@ def run_features(
         "name": f"{source.label} + {cfg.classifier.name}",
         **source.described,
         "feature_dimension": int(dims),
-        "classifier": classifier_manifest(cfg.classifier, classifier),
+        "classifier": sklearn_classifiers().classifier_manifest(cfg.classifier, classifier),
     }
     return finish(run, metrics, predicted, model, None, fit_warnings=fit_warnings, note=NOT_SAVED)
 
@@ -137,8 +141,9 @@ def fitted_classifier(
     """The classifier fitted on the training split's features, and what it warned about."""
     assert cfg.classifier is not None
     train = data.splits["train"]
-    classifier = make_classifier(cfg.classifier, cfg.seed, train.labels, data.classes)
-    return classifier, fit(classifier, train_features, train.labels)
+    classifiers = sklearn_classifiers()
+    classifier = classifiers.make_classifier(cfg.classifier, cfg.seed, train.labels, data.classes)
+    return classifier, classifiers.fit(classifier, train_features, train.labels)
 
 
 def predict_again(run: FinishedRun, split: str, device: torch.device) -> np.ndarray:
@@ -153,7 +158,7 @@ def predict_again(run: FinishedRun, split: str, device: torch.device) -> np.ndar
     source = feature_source(cfg, data, source_run)
     features = extract_splits(source, data, cfg, device, only=("train", split))
     classifier, _ = fitted_classifier(cfg, data, features["train"])
-    return probabilities_of(classifier, features[split], data.num_classes)
+    return sklearn_classifiers().probabilities_of(classifier, features[split], data.num_classes)
 
 
 def extract_splits(
@@ -164,7 +169,8 @@ def extract_splits(
     only: Sequence[str] | None = None,
 ) -> dict[str, np.ndarray]:
     """The features of every split (or of the splits `only` names)."""
-    extractor = source.extractor.to(device, memory_format=IMAGE_LAYOUT)
+    # Module.to takes memory_format with a device at runtime; torch's overloads leave it out
+    extractor = source.extractor.to(device, memory_format=IMAGE_LAYOUT)  # type: ignore[call-overload]
     preprocess = EvalTransform(source.normalization, IMAGE_LAYOUT)
     features = {}
     for name in data.splits:
@@ -184,8 +190,9 @@ def evaluate_splits(
     metrics: dict[str, Any] = {}
     predicted: Predicted = {}
     for name, split in data.splits.items():
-        probabilities = probabilities_of(classifier, features[name], data.num_classes)
-        loss = log_loss(split.labels, probabilities)
+        classifiers = sklearn_classifiers()
+        probabilities = classifiers.probabilities_of(classifier, features[name], data.num_classes)
+        loss = classifiers.log_loss(split.labels, probabilities)
         metrics[name] = split_metrics(split.labels, probabilities, data.classes, loss, top_k)
         if name != "train":
             predicted[name] = (split, probabilities)
@@ -199,6 +206,9 @@ def backbone_source(cfg: Experiment, data: Data) -> FeatureSource:
     from cnnlab.models.backbones import build_backbone  # imports timm: only when needed
 
     model = cfg.model
+    # Experiment's validator: a features run has a classifier and model.backbone or from_run
+    # (and feature_source takes the from_run ones elsewhere)
+    assert model is not None and model.backbone is not None and cfg.classifier is not None
     backbone, info = build_backbone(model.backbone, model.weights)
     preprocessing = info.preprocessing.overridden(model.mean, model.std)
     normalization = fit_normalization(cfg.augment, data.splits["train"].images, preprocessing)
@@ -220,7 +230,7 @@ def backbone_source(cfg: Experiment, data: Data) -> FeatureSource:
 def from_run_source(run: FinishedRun, pool: Pool) -> FeatureSource:
     """The run's model with its kept weights, up to (not including) its last layer."""
     try:
-        model = run.model()
+        model = cast(KerasModel, run.model())  # model_from_config's: a KerasModel or TransferModel
     except ConfigError as err:
         raise ConfigError(f"model.from_run: {err}") from None
     extractor = penultimate(model, pool, f"{run.model_name}_features")

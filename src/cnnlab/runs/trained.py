@@ -68,8 +68,8 @@ def run_trained(
     if cfg.train.compile != "off":
         compile_model(model, cfg.train.compile)
     base = make_trainee(model, cfg, data, device)
-    evaluate = cast(EvalTransform, base.preprocess)  # make_trainee's (build_transforms)
-    evaluate.normalization.save(folder.file(runfiles.NORMALIZATION))
+    preprocess = cast(EvalTransform, base.preprocess)  # make_trainee's (build_transforms)
+    preprocess.normalization.save(folder.file(runfiles.NORMALIZATION))
     saved = load_state(folder.path) if resume else None
     state = restore(saved, model) if saved else TrainState()
 
