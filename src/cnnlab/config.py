@@ -441,7 +441,7 @@ class Experiment(Section):
         ]
         if own:
             raise ValueError(
-                f"augment.{own[0]}: a backbone normalises by its weights' mean/std; remove it, or "
-                "set model.mean and model.std"
+                f"augment.{own[0]}: a backbone normalises by its weights' mean/std; remove it "
+                "(model.mean and model.std change that mean/std)"
             )
         return self

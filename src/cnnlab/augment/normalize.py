@@ -18,7 +18,6 @@ import torch
 
 from cnnlab.atomic import write_text
 from cnnlab.config import AugmentConfig
-from cnnlab.errors import ConfigError
 from cnnlab.preprocessing import Preprocessing
 
 EPSILON = 1e-6  # Keras's guard against dividing by a zero standard deviation
@@ -80,27 +79,8 @@ def fit_normalization(
 
 
 def _pretrained(cfg: AugmentConfig, pretrained: Preprocessing) -> Normalization:
-    """A backbone's inputs: 0..1 images standardised by its training data's mean and std."""
-    if cfg.rescale is not None and abs(cfg.rescale - 1 / 255) > 1e-9:
-        raise ConfigError(
-            f"augment.rescale: {cfg.rescale:g}, but a backbone takes images scaled to 0..1 and "
-            "then its own mean/std (model.mean, model.std); remove augment.rescale or set 1/255"
-        )
-    own = [
-        key
-        for key in (
-            "featurewise_center",
-            "featurewise_std_normalization",
-            "samplewise_center",
-            "samplewise_std_normalization",
-        )
-        if getattr(cfg, key)
-    ]
-    if own:
-        raise ConfigError(
-            f"augment.{own[0]}: a backbone normalises by its weights' mean/std; remove it, or "
-            "set model.mean and model.std"
-        )
+    """A backbone's inputs: 0..1 images standardised by its training data's mean and std.
+    (The experiment refuses a rescale or a feature-/sample-wise key beside a backbone.)"""
     return Normalization(1 / 255, mean=tuple(pretrained.mean), std=tuple(pretrained.std))
 
 
