@@ -195,6 +195,45 @@ def _parse_shape(text: str) -> tuple[int, int, int]:
 
 @app.command()
 @user_errors
+def predict(
+    run_folder: Path = typer.Argument(..., metavar="RUN", help="A finished run's folder."),
+    paths: list[Path] = typer.Argument(
+        ..., metavar="PATH...", help="Images, folders (searched recursively) or .zip files."
+    ),
+    out_path: Path | None = typer.Option(None, "--out", help="Write here instead of stdout."),
+    top_k: int = typer.Option(5, "--top-k", min=1, help="Most probable classes per image."),
+    tta: bool = typer.Option(False, "--tta", help="Average each image with its mirror image."),
+    fmt: str = typer.Option(
+        "csv", "--format", help="csv, json, or kaggle (a submission: --columns, --id-from)."
+    ),
+    batch_size: int | None = typer.Option(None, "--batch-size", min=1, help="Images per batch."),
+    columns: str = typer.Option("id,label", help="kaggle: the two column names."),
+    id_from: str = typer.Option("stem", help="kaggle: the id is the file's stem, name or path."),
+) -> None:
+    """Predict the class of new images with a finished run; unreadable files are listed."""
+    from cnnlab.atomic import write_text
+    from cnnlab.errors import ConfigError
+    from cnnlab.runs import load_run
+
+    if fmt not in ("csv", "json", "kaggle") or id_from not in ("stem", "name", "path"):
+        raise ConfigError(
+            f"--format {fmt} --id-from {id_from}: formats are csv, json, kaggle; ids come from "
+            "stem, name or path"
+        )
+    result = load_run(run_folder).predict(paths, top_k=top_k, tta=tta, batch_size=batch_size)
+    text = result.formatted(fmt, columns.split(","), id_from)  # type: ignore[arg-type]
+    for path, reason in result.skipped:
+        err.print(f"skipped {path}: {reason}", highlight=False, markup=False)
+    if out_path is None:
+        typer.echo(text, nl=False)
+        return
+    write_text(out_path, text)
+    skipped = f" ({len(result.skipped)} skipped: not usable images)" if result.skipped else ""
+    out.print(f"Wrote {out_path}: {len(result.items)} predictions{skipped}", highlight=False)
+
+
+@app.command()
+@user_errors
 def demo(
     folder: Path = typer.Option(Path("cnnlab-demo"), help="Where the demo writes its files."),
 ) -> None:

@@ -263,7 +263,7 @@ def test_features_run_configuration_errors_name_the_key(tmp_path, sections, need
 
 
 def test_from_run_at_another_image_size_names_data_target_size(tmp_path, shapes):
-    from cnnlab.runs.finished import sized_for
+    from cnnlab.runs.skeleton import sized_for
 
     experiment = load_experiment(write_config(tmp_path / "x.yaml", shapes))
     resized = experiment.data.model_copy(update={"target_size": (32, 32)})

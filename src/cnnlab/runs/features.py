@@ -35,10 +35,18 @@ from cnnlab.evaluate.features import (
 )
 from cnnlab.models import KerasModel, count_params, format_summary
 from cnnlab.progress import progress_bar
-from cnnlab.runs.finished import FinishedRun, sized_for
+from cnnlab.runs.finished import FinishedRun
 from cnnlab.runs.folder import RunFolder
 from cnnlab.runs.kinds import KINDS, RunKind
-from cnnlab.runs.skeleton import Predicted, RunResult, begin, data_config, eval_batches, finish
+from cnnlab.runs.skeleton import (
+    Predicted,
+    RunResult,
+    begin,
+    data_config,
+    eval_batches,
+    finish,
+    sized_for,
+)
 from cnnlab.runtime import IMAGE_LAYOUT
 from cnnlab.task.classification import split_metrics
 from cnnlab.train.callbacks import Callback
@@ -253,4 +261,10 @@ def params(module: torch.nn.Module) -> dict[str, int]:
     }
 
 
-KINDS.register("features")(RunKind(run_features, predict_again))
+def classify(
+    run: FinishedRun, images: np.ndarray, device: torch.device, tta: bool = False
+) -> np.ndarray:
+    raise ConfigError(f"{run.folder}: predicting with a features run needs its saved classifier")
+
+
+KINDS.register("features")(RunKind(run_features, predict_again, classify))

@@ -25,6 +25,7 @@ from cnnlab.runs.skeleton import (
     RunResult,
     begin,
     data_config,
+    eval_batch_size,
     eval_batches,
     finish,
 )
@@ -227,6 +228,21 @@ def predict_again(run: FinishedRun, split: str, device: torch.device) -> np.ndar
     return result.predictions.numpy()
 
 
+def classify(
+    run: FinishedRun, images: np.ndarray, device: torch.device, tta: bool = False
+) -> np.ndarray:
+    """(N, classes) probabilities of uint8 (N, C, H, W) images at the run's input size."""
+    model = run.model().to(device, memory_format=IMAGE_LAYOUT)  # type: ignore[call-overload]
+    task = Classification.for_model(model, len(run.classes), run.config.train.label_smoothing)
+    preprocess = EvalTransform(run.normalization(), IMAGE_LAYOUT)
+    size = eval_batch_size(run.config, device)
+    labels = np.zeros(len(images), dtype=np.int64)  # inference needs targets; these are unused
+    batches = DeviceBatches(images, labels, batch_size=size, device=device, shuffle=False)
+    result = infer(model, batches, task, preprocess, keep_predictions=True, tta=tta)
+    assert result.predictions is not None
+    return result.predictions.numpy()
+
+
 def model_manifest(cfg: Experiment, model: torch.nn.Module) -> dict[str, Any]:
     assert cfg.model is not None
     trainable, frozen = count_params(model)
@@ -245,4 +261,4 @@ def model_manifest(cfg: Experiment, model: torch.nn.Module) -> dict[str, Any]:
     return described
 
 
-KINDS.register("trained")(RunKind(run_trained, predict_again))
+KINDS.register("trained")(RunKind(run_trained, predict_again, classify))

@@ -1,0 +1,83 @@
+"""The kinds of run as peers over one skeleton (trained, features), the folder they write, and
+the finished runs they leave. `run` starts one; `load_run` opens a finished one."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.console import Console
+
+from cnnlab.config import Experiment
+from cnnlab.config_io import load_experiment
+from cnnlab.errors import CnnlabError, ConfigError
+from cnnlab.progress import silenced
+from cnnlab.runs import features, trained  # noqa: F401  (each registers its kind of run)
+from cnnlab.runs.finished import FinishedRun
+from cnnlab.runs.folder import RunFolder
+from cnnlab.runs.kinds import KINDS, kind_of
+from cnnlab.runs.skeleton import RunResult
+from cnnlab.train.callbacks import Callback
+
+__all__ = ["FinishedRun", "RunFolder", "RunResult", "load_run", "run", "run_experiment"]
+
+
+def run(
+    experiment: Experiment | str | Path,
+    folder: str | Path | None = None,
+    *,
+    overrides: Sequence[str] = (),
+    output_dir: str | Path | None = None,
+    resume: bool = False,
+    callbacks: Sequence[Callback] = (),
+    quiet: bool = False,
+    console: Console | None = None,
+) -> RunResult:
+    """Run an experiment (a file, with `--set`-style `overrides`, or an Experiment) into a new
+    folder under `output_dir` (default output.dir) named output.name (default the file's name),
+    or into `folder`; with `resume`, continue the run in that folder. `callbacks` join the run's own in every stage; `quiet` prints
+    nothing (no epoch lines, no progress bars). A run that fails before its first epoch leaves
+    no folder it made behind."""
+    if isinstance(experiment, Experiment):
+        cfg, name = experiment, experiment.output.name or "run"
+    else:
+        cfg = load_experiment(experiment, overrides)
+        name = cfg.output.name or Path(experiment).stem
+    if cfg.model is None:
+        raise ConfigError(f"{experiment}: model: required, e.g. model: {{name: carlosnet}}")
+    parent = Path(output_dir) if output_dir is not None else cfg.output.dir
+    target = Path(folder) if folder is not None else parent / name
+    if resume:
+        out = RunFolder.for_resume(target, cfg)
+    elif folder is not None:
+        target.mkdir(parents=True, exist_ok=True)
+        out = RunFolder(target)
+    else:
+        out = RunFolder.create(parent, name)
+    channel = Console(quiet=True) if quiet else (console or Console())
+    channel.print(f"Run folder: {out.path}", highlight=False)
+    try:
+        with silenced(quiet):
+            return run_experiment(cfg, out, resume=resume, callbacks=callbacks, console=channel)
+    except CnnlabError:
+        if not resume:
+            out.discard_unstarted()
+        raise
+
+
+def run_experiment(
+    cfg: Experiment,
+    folder: RunFolder | Path,
+    resume: bool = False,
+    console: Console | None = None,
+    callbacks: Sequence[Callback] = (),
+) -> RunResult:
+    """Run `cfg` into an existing `folder`, as the kind of run it describes."""
+    out = folder if isinstance(folder, RunFolder) else RunFolder(Path(folder))
+    kind = KINDS.get(kind_of(cfg))
+    return kind.run(cfg, out, console or Console(), resume, callbacks)
+
+
+def load_run(path: str | Path) -> FinishedRun:
+    """A finished run folder, opened: config, classes, model, metrics, predictions, history."""
+    return FinishedRun.open(path)

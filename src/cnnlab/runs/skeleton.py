@@ -1,0 +1,164 @@
+"""What every kind of run does around its own middle: set up, read and record the data, build
+evaluation batches, and finish with metrics, predictions, manifest and report.
+
+    started = begin(cfg, folder, data_cfg)        # device, seeds, data (checked, split, cached)
+    ...                                           # the kind's own work: train, or fit features
+    return finish(started, metrics, predicted, model, augment, **details)
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+
+from cnnlab import runfiles
+from cnnlab.augment.pipeline import TrainTransform
+from cnnlab.config import DataConfig, Experiment
+from cnnlab.data.batches import DeviceBatches
+from cnnlab.data.pipeline import Data, Split, load_data
+from cnnlab.errors import ConfigError
+from cnnlab.runs.folder import RunFolder
+from cnnlab.runs.manifest import now, run_manifest
+from cnnlab.runtime import seed_everything, select_device, set_deterministic
+from cnnlab.task.classification import mistakes, predictions_csv
+
+GPU_EVAL_BATCH = 256  # evaluate.batch_size unset, on a GPU
+
+# split name -> (the split, its (N, classes) probabilities): what predictions.csv shows
+Predicted = dict[str, tuple[Split, np.ndarray]]
+
+
+@dataclass
+class RunResult:
+    folder: Path
+    metrics: dict[str, Any]
+    manifest: dict[str, Any]
+    report: Path | None
+
+
+@dataclass
+class Started:
+    cfg: Experiment
+    folder: RunFolder
+    console: Console
+    device: torch.device
+    data: Data
+    started: str  # ISO time
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per phase, for the manifest
+
+
+def begin(cfg: Experiment, folder: RunFolder, console: Console, data_cfg: DataConfig) -> Started:
+    """Device, determinism and seeds, then the data: scanned, checked, split, cached, recorded."""
+    started, clock = now(), time.perf_counter()
+    device = select_device(cfg.train.device)
+    set_deterministic(cfg.train.deterministic)
+    seed_everything(cfg.seed)
+    data = load_data(data_cfg, cfg.seed)
+    folder.write_data(cfg, data)
+    return Started(cfg, folder, console, device, data, started, {"data_s": _since(clock)})
+
+
+def data_config(cfg: Experiment) -> DataConfig:
+    """The data section, with a backbone's own input size where the file sets none."""
+    if cfg.model is None or cfg.model.backbone is None or cfg.data.target_size is not None:
+        return cfg.data
+    from cnnlab.models.backbones import preprocessing_for, resolved_weights
+
+    weights = resolved_weights(cfg.model.backbone, cfg.model.weights)
+    size = preprocessing_for(cfg.model.backbone, weights).input_size
+    return cfg.data.model_copy(update={"target_size": size})
+
+
+def sized_for(data: DataConfig, input_shape: tuple[int, int, int], folder: Path) -> DataConfig:
+    """The data section at a network's input size and colour mode, which that network needs."""
+    height, width, channels = input_shape
+    mode = "grayscale" if channels == 1 else "rgb"
+    if data.target_size not in (None, (height, width)):
+        raise ConfigError(
+            f"data.target_size: the network of {folder} takes {height}x{width} images; "
+            f"remove data.target_size or set it to [{height}, {width}]"
+        )
+    if "color_mode" in data.model_fields_set and data.color_mode != mode:
+        raise ConfigError(
+            f"data.color_mode: the network of {folder} takes {mode} images; remove "
+            f"data.color_mode or set it to {mode}"
+        )
+    return data.model_copy(update={"target_size": (height, width), "color_mode": mode})
+
+
+def eval_batches(
+    data: Data, name: str, cfg: Experiment, device: torch.device
+) -> DeviceBatches | None:
+    split = data.splits.get(name)
+    if split is None:
+        return None
+    return DeviceBatches(
+        split.images,
+        split.labels,
+        batch_size=eval_batch_size(cfg, device),
+        device=device,
+        shuffle=False,
+    )
+
+
+def eval_batch_size(cfg: Experiment, device: torch.device) -> int:
+    """See EvaluateConfig.batch_size."""
+    if cfg.evaluate.batch_size is not None:
+        return cfg.evaluate.batch_size
+    return GPU_EVAL_BATCH if device.type == "cuda" else cfg.train.batch_size
+
+
+def finish(
+    run: Started,
+    metrics: dict[str, Any],
+    predicted: Predicted,
+    model: dict[str, Any],
+    augment: TrainTransform | None,
+    **details: Any,
+) -> RunResult:
+    """metrics.json, predictions.csv, manifest.json (with `details`) and report.html."""
+    folder = run.folder
+    folder.write_json(runfiles.METRICS, metrics)
+    folder.write_predictions(predictions_csv(predicted))
+    cfg = run.cfg
+    manifest = run_manifest(
+        cfg.seed, run.device, run.started, run.timings, model, run.data, **details
+    )
+    folder.write_json(runfiles.MANIFEST, manifest)
+    report = write_report(folder, run.data, predicted, augment, cfg.seed)
+    return RunResult(folder.path, metrics, manifest, report)
+
+
+def write_report(
+    folder: RunFolder, data: Data, predicted: Predicted, augment: TrainTransform | None, seed: int
+) -> Path:
+    from cnnlab.augment.preview import split_preview
+    from cnnlab.report import Misclassified, render_report
+
+    name = "test" if "test" in predicted else ("val" if "val" in predicted else None)
+    wrong = None
+    if name is not None:
+        split, probabilities = predicted[name]
+        best = probabilities.argmax(1)
+        shown = mistakes(split.labels, probabilities)
+        wrong = Misclassified(
+            images=np.asarray(split.images[shown]),
+            true=[data.classes[k] for k in split.labels[shown]],
+            predicted=[data.classes[k] for k in best[shown]],
+            confidence=[float(probabilities[i, best[i]]) for i in shown],
+            paths=[split.paths[i] for i in shown],
+        )
+    grid = None
+    if augment is not None:  # the same preview as `cnnlab augment-preview`
+        grid = split_preview(data.splits["train"].images, augment, seed)
+    return render_report(folder.path, wrong, grid)
+
+
+def _since(clock: float) -> float:
+    return time.perf_counter() - clock

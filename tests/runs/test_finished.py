@@ -1,0 +1,203 @@
+"""Finished runs open again (FinishedRun / cnnlab.load_run), callbacks join a run from outside,
+a quiet run prints nothing, and run-folder files respect the umask."""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+import cnnlab
+from cnnlab.errors import ConfigError
+
+TINY_NET = [
+    {"Conv2D": {"filters": 4, "kernel_size": 3, "activation": "relu"}},
+    {"Flatten": {}},
+    {"Dense": {"units": 10, "activation": "softmax"}},
+]
+
+
+@pytest.fixture(autouse=True)
+def restore_determinism() -> Iterator[None]:
+    """A trained run switches torch's global determinism; leave it as other tests expect."""
+    before = torch.are_deterministic_algorithms_enabled()
+    benchmark, deterministic = torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic
+    yield
+    torch.use_deterministic_algorithms(before)
+    torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = benchmark, deterministic
+
+
+def digits_config(path: Path, **sections: Any) -> Path:
+    """scikit-learn's 8x8 digits (no files needed), a small network, two short epochs."""
+    raw = {
+        "seed": 0,
+        "data": {
+            "source": "digits",
+            "color_mode": "grayscale",
+            "validation_split": 0.2,
+            "test_split": 0.2,
+        },
+        "model": {"layers": TINY_NET},
+        "train": {"epochs": 2, "batch_size": 64, "optimizer": {"name": "adam"}},
+        **sections,
+    }
+    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    return path
+
+
+def written_test_rows(folder: Path) -> list[dict[str, str]]:
+    with (folder / "predictions.csv").open(newline="", encoding="utf-8") as handle:
+        return [row for row in csv.DictReader(handle) if row["split"] == "test"]
+
+
+@pytest.fixture(scope="module")
+def finished_folder(tmp_path_factory) -> Iterator[Path]:
+    """One trained run for the tests that only read it, made under umask 022."""
+    root = tmp_path_factory.mktemp("finished")
+    previous = os.umask(0o022)
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("CNNLAB_CACHE", str(root / "cache"))
+            yield cnnlab.run(digits_config(root / "tiny.yaml"), output_dir=root, quiet=True).folder
+    finally:
+        os.umask(previous)
+
+
+@pytest.fixture
+def damaged_copy(finished_folder: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(finished_folder, tmp_path / "copy"))
+
+
+def assert_reproduces_test_predictions(folder: Path) -> None:
+    finished = cnnlab.load_run(folder)
+    probabilities = finished.predict_split("test")
+    rows = written_test_rows(folder)
+    classes = finished.classes
+    assert probabilities.shape == (len(rows), len(classes))
+    written = [[row[f"p_{c}"] for c in classes] for row in rows]
+    assert [[f"{p:.6f}" for p in image] for image in probabilities] == written
+    assert [classes[k] for k in probabilities.argmax(1)] == [row["predicted"] for row in rows]
+
+
+def test_a_finished_trained_run_reproduces_its_test_predictions(finished_folder):
+    finished = cnnlab.load_run(finished_folder)
+
+    assert finished.kind == "trained" and finished.input_shape == (8, 8, 1)
+    assert finished.classes == [str(k) for k in range(10)]
+    assert 0 < finished.metrics["test"]["accuracy"] <= 1
+    assert [int(row["epoch"]) for row in finished.history] == [1, 2]
+    model = finished.model()
+    assert sum(p.numel() for p in model.parameters()) == 40 + 6 * 6 * 4 * 10 + 10
+    assert_reproduces_test_predictions(finished_folder)
+
+
+def test_a_finished_features_run_reproduces_its_test_predictions(tmp_path, finished_folder):
+    hybrid = digits_config(
+        tmp_path / "hybrid.yaml",
+        model={"from_run": str(finished_folder)},
+        classifier={"name": "logistic", "C": 0.5},
+    )
+    result = cnnlab.run(hybrid, output_dir=tmp_path, quiet=True)
+
+    finished = cnnlab.load_run(result.folder)
+    assert finished.kind == "features"
+    with pytest.raises(ConfigError, match="trains no network"):
+        finished.model()
+    assert_reproduces_test_predictions(result.folder)
+
+
+@pytest.mark.parametrize(
+    "damage, named",
+    [
+        (lambda folder: (folder / "model.safetensors").unlink(), "no model.safetensors"),
+        (lambda folder: (folder / "metrics.json").unlink(), "no metrics.json"),
+        (lambda folder: (folder / "manifest.json").write_text("{", encoding="utf-8"), "JSON"),
+        (lambda folder: (folder / "config.yaml").write_text("data: [", encoding="utf-8"), "YAML"),
+    ],
+)
+def test_a_damaged_run_folder_names_what_is_missing(damaged_copy, damage, named):
+    damage(damaged_copy)
+    with pytest.raises(ConfigError) as err:
+        cnnlab.load_run(damaged_copy)
+    assert str(damaged_copy) in str(err.value) and named in str(err.value)
+
+
+def test_load_run_of_a_folder_that_is_no_run_says_so(tmp_path):
+    with pytest.raises(ConfigError, match="holds no finished run"):
+        cnnlab.load_run(tmp_path / "nowhere")
+
+
+class Recorder(cnnlab.Callback):
+    """Records every moment it is shown; stops training after `stop_after` epochs."""
+
+    def __init__(self, stop_after: int | None = None):
+        self.calls: list[tuple[str, Any]] = []
+        self.stop_after = stop_after
+
+    def on_train_begin(self, state):
+        self.calls.append(("train_begin", state.epoch))
+
+    def on_epoch_begin(self, state, epoch):
+        self.calls.append(("epoch_begin", epoch))
+
+    def on_epoch_end(self, state, logs):
+        self.calls.append(("epoch_end", dict(logs)))
+        if self.stop_after is not None and state.epoch >= self.stop_after:
+            state.stop, state.stop_reason = True, "stopped by the recorder"
+
+    def on_train_end(self, state):
+        self.calls.append(("train_end", state.epoch))
+
+
+def test_a_callback_passed_from_outside_sees_every_moment_of_a_quiet_fit(tmp_path, capfd):
+    recorder = Recorder()
+    cnnlab.run(
+        digits_config(tmp_path / "tiny.yaml"), output_dir=tmp_path, callbacks=[recorder], quiet=True
+    )
+
+    printed = capfd.readouterr()
+    assert printed.out == "" and printed.err == ""  # quiet: no epoch lines, no bars
+    moments = [name for name, _ in recorder.calls]
+    assert moments == [
+        "train_begin",
+        "epoch_begin",
+        "epoch_end",
+        "epoch_begin",
+        "epoch_end",
+        "train_end",
+    ]
+    logs = recorder.calls[2][1]
+    assert {"epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds"} <= set(logs)
+    assert logs["epoch"] == 1 and 0 <= logs["val_accuracy"] <= 1
+
+
+def test_a_callback_from_outside_can_stop_the_run_and_the_run_still_finishes(tmp_path):
+    config = digits_config(tmp_path / "tiny.yaml", train={"epochs": 5, "batch_size": 64})
+    result = cnnlab.run(config, output_dir=tmp_path, callbacks=[Recorder(stop_after=2)], quiet=True)
+
+    assert result.manifest["epochs_run"] == 2 and result.manifest["stopped_early"]
+    assert result.manifest["stop_reason"] == "stopped by the recorder"
+    assert (result.folder / "report.html").is_file()
+
+
+def test_run_folder_files_respect_the_umask(finished_folder):
+    files = [path for path in finished_folder.rglob("*") if path.is_file()]
+    assert {"report.html", "model.safetensors", "last.pt"} <= {path.name for path in files}
+    modes = {path.name: oct(stat.S_IMODE(path.stat().st_mode)) for path in files}
+    assert set(modes.values()) == {"0o644"}, modes
+
+
+def test_predictions_of_a_finished_run_match_its_metrics(finished_folder):
+    finished = cnnlab.load_run(finished_folder)
+    rows = [row for row in finished.predictions if row["split"] == "test"]
+    accuracy = np.mean([row["label"] == row["predicted"] for row in rows])
+    assert accuracy == pytest.approx(finished.metrics["test"]["accuracy"])
