@@ -3,6 +3,7 @@
 ```
 config.yaml  manifest.json  health.json  split.csv  summary.txt  normalization.json
 history.csv  metrics.json  predictions.csv  model.safetensors  checkpoints/last.pt  report.html
+classifier.safetensors  classifier.json  (a features run's classifier, instead of the weights)
 ```
 
 The writer is cnnlab.run.folder.RunFolder, the strict reader of a finished run
@@ -36,6 +37,8 @@ HISTORY = "history.csv"  # one row per epoch
 METRICS = "metrics.json"  # final metrics per split
 PREDICTIONS = "predictions.csv"  # one row per evaluated image (val and test)
 WEIGHTS = "model.safetensors"  # the kept (best) weights
+CLASSIFIER = "classifier.safetensors"  # a features run's fitted classifier: its arrays
+CLASSIFIER_INFO = "classifier.json"  # ... and what they are (kind, classes, shapes)
 CHECKPOINT = "checkpoints/last.pt"  # the last complete epoch's training state, for --resume
 REPORT = "report.html"
 

@@ -17,10 +17,13 @@ from PIL import Image, ImageDraw
 from typer.testing import CliRunner
 
 from cnnlab.cli import app
-from cnnlab.config import ModelConfig
 from cnnlab.config_io import load_experiment
+from cnnlab.data.pipeline import load_data
 from cnnlab.errors import ConfigError
 from cnnlab.runs import run_experiment
+from cnnlab.runs.finished import FinishedRun
+from cnnlab.runs.kinds import KINDS
+from cnnlab.runtime import select_device
 
 # Three classes a pretrained network tells apart at a glance: colour and shape together.
 SHAPES = {"disc": (220, 40, 40), "square": (40, 180, 40), "cross": (40, 40, 220)}
@@ -116,7 +119,7 @@ def test_backbone_features_and_svm_write_a_full_run_folder_and_report(tmp_path, 
     assert model["classifier"]["estimator"] == "SVC" and model["classifier"]["name"] == "svm"
     assert model["trainable_params"] == 0
     assert {"data_s", "extract_s", "fit_s", "evaluate_s"} <= set(manifest["timings"])
-    assert "not saved" in manifest["note"]
+    assert "classifier.safetensors" in manifest["note"]
     sizes = manifest["data"]["split_sizes"]
 
     with (folder / "predictions.csv").open(newline="", encoding="utf-8") as handle:
@@ -130,7 +133,18 @@ def test_backbone_features_and_svm_write_a_full_run_folder_and_report(tmp_path, 
     assert "efficientnet_lite0 features + svm" in html
     assert "Learning curves" not in html and "history.csv" not in html  # nothing was trained
     assert "Missing or unreadable files" not in html
-    assert not list(folder.glob("*.safetensors")) and not list(folder.glob("*.joblib"))
+    # the classifier as arrays and JSON, never a pickle; no network was trained
+    assert [p.name for p in folder.glob("*.safetensors")] == ["classifier.safetensors"]
+    assert read_json(folder / "classifier.json")["estimator"] == "SVC"
+    assert not [p for p in folder.rglob("*") if p.suffix in {".pt", ".pkl", ".joblib"}]
+
+    # a finished backbone run rebuilds its extractor with its saved normalisation (no data)
+    finished = FinishedRun.open(folder)
+    images = load_data(finished.data_config(), 0).splits["test"].images
+    probabilities = KINDS.get("features").classify(finished, images, select_device("auto"), False)
+    tests = [row for row in rows if row["split"] == "test"]
+    written = [[row[f"p_{c}"] for c in finished.classes] for row in tests]
+    assert [[f"{p:.6f}" for p in image] for image in probabilities] == written
 
 
 def test_a_finished_run_gives_its_penultimate_layer_to_the_classifier(tmp_path, shapes):

@@ -17,7 +17,10 @@ import torch
 import yaml
 
 import cnnlab
+from cnnlab.data.pipeline import load_data
 from cnnlab.errors import ConfigError
+from cnnlab.runs.kinds import KINDS
+from cnnlab.runtime import select_device
 
 TINY_NET = [
     {"Conv2D": {"filters": 4, "kernel_size": 3, "activation": "relu"}},
@@ -113,6 +116,87 @@ def test_a_finished_features_run_reproduces_its_test_predictions(tmp_path, finis
     with pytest.raises(ConfigError, match="trains no network"):
         finished.model()
     assert_reproduces_test_predictions(result.folder)
+
+
+CLASSIFIER_KINDS = ("logistic", "linear_svm", "svm", "knn")
+
+
+@pytest.fixture(scope="module")
+def features_folders(finished_folder: Path, tmp_path_factory) -> dict[str, Path]:
+    """A features run of each classifier on the trained run's penultimate features."""
+    root = tmp_path_factory.mktemp("features")
+    folders = {}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CNNLAB_CACHE", str(root / "cache"))
+        for kind in CLASSIFIER_KINDS:
+            config = digits_config(
+                root / f"{kind}.yaml",
+                model={"from_run": str(finished_folder)},
+                classifier={"name": kind},
+            )
+            folders[kind] = cnnlab.run(config, output_dir=root, quiet=True).folder
+    return folders
+
+
+def split_test_images(finished: cnnlab.FinishedRun) -> np.ndarray:
+    """The run's test images, uint8 (N, C, H, W), in predictions.csv's order."""
+    return load_data(finished.data_config(), finished.config.seed).splits["test"].images
+
+
+@pytest.mark.parametrize("kind", CLASSIFIER_KINDS)
+def test_a_features_run_keeps_its_classifier_and_classifies_images_as_it_did(
+    features_folders, kind
+):
+    folder = features_folders[kind]
+    info = yaml.safe_load((folder / "classifier.json").read_text(encoding="utf-8"))  # JSON
+    assert info["kind"] == kind and info["class_names"] == [str(k) for k in range(10)]
+    assert (folder / "classifier.safetensors").is_file()
+    assert not (folder / "model.safetensors").exists()
+    assert not [p for p in folder.rglob("*") if p.suffix in {".pt", ".pkl", ".joblib"}]
+    finished = cnnlab.load_run(folder)
+    assert "classifier.safetensors" in finished.manifest["note"]
+
+    probabilities = KINDS.get("features").classify(
+        finished, split_test_images(finished), select_device("auto"), False
+    )
+
+    rows = written_test_rows(folder)
+    written = [[row[f"p_{c}"] for c in finished.classes] for row in rows]
+    assert [[f"{p:.6f}" for p in image] for image in probabilities] == written
+    assert_reproduces_test_predictions(folder)  # predict_split, through the saved classifier
+
+
+def test_a_features_run_with_tta_averages_each_image_and_its_mirror(features_folders):
+    finished = cnnlab.load_run(features_folders["svm"])
+    images, device = split_test_images(finished)[:40], select_device("auto")
+    classify = KINDS.get("features").classify
+
+    averaged = classify(finished, images, device, True)
+
+    plain = classify(finished, images, device, False)
+    mirrored = classify(finished, np.ascontiguousarray(images[..., ::-1]), device, False)
+    np.testing.assert_allclose(averaged, (plain + mirrored) / 2, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(averaged.sum(axis=1), 1.0)
+    assert not np.allclose(averaged, plain)
+    with pytest.raises(ConfigError, match=r"takes \(1, 8, 8\) images, got an array of shape"):
+        classify(finished, images[:, :, :4], device, False)
+
+
+def test_a_features_run_from_before_classifiers_were_saved_opens_and_says_to_rerun(
+    features_folders, tmp_path
+):
+    old = Path(shutil.copytree(features_folders["logistic"], tmp_path / "old"))
+    (old / "classifier.safetensors").unlink()
+    (old / "classifier.json").unlink()
+
+    finished = cnnlab.load_run(old)
+    assert finished.kind == "features"
+    with pytest.raises(ConfigError, match="no saved classifier") as err:
+        KINDS.get("features").classify(
+            finished, split_test_images(finished)[:2], torch.device("cpu"), False
+        )
+    assert str(old) in str(err.value) and "rerun the experiment" in str(err.value)
+    assert_reproduces_test_predictions(old)  # predict_split fits the classifier again
 
 
 @pytest.mark.parametrize(

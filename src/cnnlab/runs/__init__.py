@@ -35,9 +35,9 @@ def run(
 ) -> RunResult:
     """Run an experiment (a file, with `--set`-style `overrides`, or an Experiment) into a new
     folder under `output_dir` (default output.dir) named output.name (default the file's name),
-    or into `folder`; with `resume`, continue the run in that folder. `callbacks` join the run's own in every stage; `quiet` prints
-    nothing (no epoch lines, no progress bars). A run that fails before its first epoch leaves
-    no folder it made behind."""
+    or into `folder`; with `resume`, continue the run in that folder. `callbacks` join the
+    run's own in every stage; `quiet` prints nothing (no epoch lines, no progress bars). A run
+    that fails before its first epoch leaves no folder it made behind."""
     if isinstance(experiment, Experiment):
         cfg, name = experiment, experiment.output.name or "run"
     else:

@@ -5,15 +5,18 @@ The network is a pretrained backbone (model.backbone) or a finished run's model 
 last layer (model.from_run). Nothing trains it, so train.* is ignored except train.device.
 Features are standardised on the training split (StandardScaler in the pipeline), and every
 classifier gives probabilities, so loss (log-loss), top-k and the rest mean what they mean for
-a trained run. The fitted classifier is not saved: scikit-learn saves models by pickling, and a
-pickle runs code when it is loaded; the same experiment refits it in seconds.
+a trained run. The fitted classifier is kept without pickle (scikit-learn saves by pickling,
+and a pickle runs code when loaded): its arrays in classifier.safetensors, what they are in
+classifier.json (cnnlab.evaluate.saved_classifier). A finished run classifies new images with
+it (`classify`: the extractor rebuilt from the config, with the run's normalization.json); the
+extractor's weights are not copied: they stay the backbone's or model.from_run's.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
@@ -24,6 +27,7 @@ from cnnlab import runfiles
 from cnnlab.augment.normalize import Normalization, fit_normalization
 from cnnlab.augment.pipeline import EvalTransform
 from cnnlab.config import Experiment
+from cnnlab.data.batches import DeviceBatches
 from cnnlab.data.pipeline import Data, load_data
 from cnnlab.errors import ConfigError
 from cnnlab.evaluate.features import (
@@ -32,6 +36,12 @@ from cnnlab.evaluate.features import (
     penultimate,
     penultimate_is_map,
     pooled,
+)
+from cnnlab.evaluate.saved_classifier import (
+    SavedClassifier,
+    has_saved_classifier,
+    load_classifier,
+    save_classifier,
 )
 from cnnlab.models import KerasModel, count_params, format_summary
 from cnnlab.progress import progress_bar
@@ -43,6 +53,7 @@ from cnnlab.runs.skeleton import (
     RunResult,
     begin,
     data_config,
+    eval_batch_size,
     eval_batches,
     finish,
     sized_for,
@@ -57,8 +68,9 @@ if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
 
 NOT_SAVED = (
-    "features run: no network was trained (train.* ignored). The fitted classifier is not "
-    "saved (scikit-learn saves by pickling, which runs code when loaded); rerun to refit it."
+    "features run: no network was trained (train.* ignored). The fitted classifier is saved "
+    f"without pickle: its arrays in {runfiles.CLASSIFIER}, their description in "
+    f"{runfiles.CLASSIFIER_INFO}; the feature extractor is rebuilt from config.yaml."
 )
 
 
@@ -108,6 +120,7 @@ def run_features(
     clock = time.perf_counter()
     classifier, fit_warnings = fitted_classifier(cfg, data, features["train"])
     timings["fit_s"] = time.perf_counter() - clock
+    save_classifier(classifier, folder.path, cfg.classifier.name, data.classes)
     for message in fit_warnings:
         console.print(f"[yellow]warning:[/] {cfg.classifier.name}: {message}", highlight=False)
     dims = features["train"].shape[1]
@@ -136,11 +149,19 @@ def features_data_config(cfg: Experiment, source_run: FinishedRun | None):
     return sized_for(cfg.data, source_run.input_shape, source_run.folder)
 
 
-def feature_source(cfg: Experiment, data: Data, source_run: FinishedRun | None) -> FeatureSource:
+def feature_source(
+    cfg: Experiment,
+    data: Data | None,
+    source_run: FinishedRun | None,
+    normalization: Normalization | None = None,
+) -> FeatureSource:
+    """The extractor and its input's normalisation: fitted on `data` (a backbone with
+    featurewise statistics), or `normalization` as a finished run saved it (then no data)."""
     assert cfg.classifier is not None
     if source_run is not None:
-        return from_run_source(source_run, cfg.classifier.pool)
-    return backbone_source(cfg, data)
+        source = from_run_source(source_run, cfg.classifier.pool)
+        return source if normalization is None else replace(source, normalization=normalization)
+    return backbone_source(cfg, data, normalization)
 
 
 def fitted_classifier(
@@ -155,18 +176,75 @@ def fitted_classifier(
 
 
 def predict_again(run: FinishedRun, split: str, device: torch.device) -> np.ndarray:
-    """A finished features run's probabilities of `split`: the same features, the classifier
-    fitted again on the same training features (deterministic: seeded by the run's seed)."""
+    """A finished features run's probabilities of `split`: the same features into the saved
+    classifier; a run from before it was saved fits it again on the same training features
+    (deterministic: seeded by the run's seed)."""
     cfg = run.config
-    assert cfg.model is not None
-    source_run = (
-        FinishedRun.open(cfg.model.from_run, "model.from_run") if cfg.model.from_run else None
-    )
     data = load_data(run.data_config(), cfg.seed)
-    source = feature_source(cfg, data, source_run)
-    features = extract_splits(source, data, cfg, device, only=("train", split))
-    classifier, _ = fitted_classifier(cfg, data, features["train"])
+    if has_saved_classifier(run.folder):
+        source = saved_source(run)
+        features = extract_splits(source, data, cfg, device, only=(split,))
+        classifier: Pipeline | SavedClassifier = load_classifier(run.folder)
+    else:
+        source = feature_source(cfg, data, source_run_of(cfg))
+        features = extract_splits(source, data, cfg, device, only=("train", split))
+        classifier, _ = fitted_classifier(cfg, data, features["train"])
     return sklearn_classifiers().probabilities_of(classifier, features[split], data.num_classes)
+
+
+def classify(
+    run: FinishedRun, images: np.ndarray, device: torch.device, tta: bool = False
+) -> np.ndarray:
+    """(N, classes) probabilities of uint8 (N, C, H, W) images at the run's input size: the
+    run's extractor, then its saved classifier; with `tta`, the mean of the probabilities of
+    each image and of its mirror image (as a trained run's test-time augmentation)."""
+    classifier = saved_classifier(run)
+    height, width, channels = run.input_shape
+    if images.ndim != 4 or tuple(images.shape[1:]) != (channels, height, width):
+        raise ConfigError(
+            f"{run.folder}: the run takes ({channels}, {height}, {width}) images, got an array "
+            f"of shape {tuple(images.shape)}"
+        )
+    if len(images) == 0:
+        return np.zeros((0, len(run.classes)), dtype=np.float64)
+    source = saved_source(run)
+    # Module.to takes memory_format with a device at runtime; torch's overloads leave it out
+    extractor = source.extractor.to(device, memory_format=IMAGE_LAYOUT)  # type: ignore[call-overload]
+    preprocess = EvalTransform(source.normalization, IMAGE_LAYOUT)
+    labels = np.zeros(len(images), dtype=np.int64)  # batches need labels; these are unused
+    size = eval_batch_size(run.config, device)
+    batches = DeviceBatches(images, labels, batch_size=size, device=device, shuffle=False)
+    probabilities_of, count = sklearn_classifiers().probabilities_of, len(run.classes)
+    probabilities = probabilities_of(
+        classifier, extract_features(extractor, batches, preprocess), count
+    )
+    if tta:
+        mirrored = extract_features(extractor, batches, lambda x: preprocess(x.flip(-1)))
+        probabilities = (probabilities + probabilities_of(classifier, mirrored, count)) / 2
+    return probabilities
+
+
+def saved_classifier(run: FinishedRun) -> SavedClassifier:
+    """The classifier the run saved; a run from before cnnlab saved them has none."""
+    if not has_saved_classifier(run.folder):
+        raise ConfigError(
+            f"{run.folder}: this features run has no saved classifier (no "
+            f"{runfiles.CLASSIFIER} and {runfiles.CLASSIFIER_INFO}: an older cnnlab did not "
+            f"keep them); rerun the experiment (cnnlab run {run.folder / runfiles.CONFIG}) to "
+            "save its classifier"
+        )
+    return load_classifier(run.folder)
+
+
+def saved_source(run: FinishedRun) -> FeatureSource:
+    """A finished features run's extractor, rebuilt from its config, with its own saved
+    normalisation (so no data is read)."""
+    return feature_source(run.config, None, source_run_of(run.config), run.normalization())
+
+
+def source_run_of(cfg: Experiment) -> FinishedRun | None:
+    assert cfg.model is not None
+    return FinishedRun.open(cfg.model.from_run, "model.from_run") if cfg.model.from_run else None
 
 
 def extract_splits(
@@ -210,7 +288,11 @@ def evaluate_splits(
 # --- where the features come from --------------------------------------------------------------
 
 
-def backbone_source(cfg: Experiment, data: Data) -> FeatureSource:
+def backbone_source(
+    cfg: Experiment, data: Data | None, normalization: Normalization | None = None
+) -> FeatureSource:
+    """The pretrained backbone, pooled; its normalisation fitted on the training split unless
+    given (a finished run's)."""
     from cnnlab.models.backbones import build_backbone  # imports timm: only when needed
 
     model = cfg.model
@@ -219,7 +301,9 @@ def backbone_source(cfg: Experiment, data: Data) -> FeatureSource:
     assert model is not None and model.backbone is not None and cfg.classifier is not None
     backbone, info = build_backbone(model.backbone, model.weights)
     preprocessing = info.preprocessing.overridden(model.mean, model.std)
-    normalization = fit_normalization(cfg.augment, data.splits["train"].images, preprocessing)
+    if normalization is None:
+        assert data is not None  # a run fits it; a finished run gives its own
+        normalization = fit_normalization(cfg.augment, data.splits["train"].images, preprocessing)
     name = backbone.backbone_name
     extractor = pooled([(name, backbone)], cfg.classifier.pool, f"{name}_features")
     described = {
@@ -259,12 +343,6 @@ def params(module: torch.nn.Module) -> dict[str, int]:
         "trainable_params": trainable,
         "non_trainable_params": frozen,
     }
-
-
-def classify(
-    run: FinishedRun, images: np.ndarray, device: torch.device, tta: bool = False
-) -> np.ndarray:
-    raise ConfigError(f"{run.folder}: predicting with a features run needs its saved classifier")
 
 
 KINDS.register("features")(RunKind(run_features, predict_again, classify))

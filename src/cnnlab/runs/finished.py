@@ -149,8 +149,8 @@ class FinishedRun:
 
     def predict_split(self, split: str = "test", device: str = "auto") -> np.ndarray:
         """(N, classes) probabilities of `split`, recomputed from the run's data: the network
-        with its kept weights, or, for a features run, the classifier fitted again (it is
-        not saved: see cnnlab.runs.features)."""
+        with its kept weights, or, for a features run, its saved classifier (fitted again for
+        a run from before classifiers were saved: see cnnlab.runs.features)."""
         if split not in self.manifest["data"].get("split_sizes", {}):
             raise ConfigError(f"{self.folder}: the run has no {split!r} split")
         return KINDS.get(self.kind).predict(self, split, select_device(device))
