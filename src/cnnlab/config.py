@@ -233,7 +233,9 @@ class ModelConfig(Section):
     # or a pretrained convolutional base (vgg16, resnet50, efficientnet_lite0, timm/NAME) ...
     backbone: str | None = None
     # ... with weights from a file (.safetensors/.pth), a local source (efficientnet-lite0),
-    # or none (random); unset: the backbone's local source, if it has one.
+    # weights the libraries download into their caches (imagenet, timm:TAG, torchvision:NAME,
+    # hf-hub:ORG/NAME; models/hub.py) or none (random); unset: the backbone's local source,
+    # if it has one (never a download).
     weights: str | None = None
     # ... and a Keras-style head on its feature map; None: GlobalAveragePooling2D + Dense softmax
     head: list[dict[str, Any] | str] | None = None

@@ -7,19 +7,21 @@ stem and layer1..4, EfficientNet's stem and stages) are what stages freeze and u
 the output end ("unfreeze the last N blocks"), and what the summary lists.
 
 `efficientnet_lite0` is timm's `tf_efficientnet_lite0`: TF "SAME" padding, the variant its
-only local weights were trained with (see weights.py).
+local weights were trained with (see weights.py). Weights are a file, a local source, or
+weights the libraries download into their caches (`imagenet`, `timm:TAG`, ...; see hub.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, NoReturn, cast
 
 import torch
 from torch import nn
 
 from cnnlab.errors import ConfigError
+from cnnlab.models import hub
 from cnnlab.models.weights import SOURCES, Loaded, load_into
 from cnnlab.models.weights import read_state_dict as read_weights
 from cnnlab.preprocessing import IMAGENET, Preprocessing
@@ -118,23 +120,45 @@ BACKBONES.register("resnet50")(lambda: timm_backbone("resnet50"))
 BACKBONES.register("efficientnet_lite0")(
     lambda: timm_backbone("tf_efficientnet_lite0", "efficientnet_lite0")
 )
+# the timm models the registered backbones are (vgg16 is torchvision's layers)
+TIMM_ARCHITECTURES = {"resnet50": "resnet50", "efficientnet_lite0": "tf_efficientnet_lite0"}
 DEFAULT_SOURCES = {"efficientnet_lite0": "efficientnet-lite0"}  # used when model.weights is unset
+WEIGHTS_KINDS = (
+    "a .safetensors/.pth file, none, imagenet, timm:TAG, torchvision:NAME, hf-hub:ORG/NAME"
+)
 
 
 def is_backbone(name: str) -> bool:
     return name.startswith(TIMM_PREFIX) or name in BACKBONES
 
 
-def create_backbone(name: str) -> Backbone:
-    """A registered backbone, or any timm architecture as `timm/NAME`; random weights."""
+def timm_architecture(name: str) -> str | None:
+    """The timm model a backbone is; None for vgg16 (torchvision's layers)."""
     if name.startswith(TIMM_PREFIX):
-        import timm
+        return name.removeprefix(TIMM_PREFIX)
+    return TIMM_ARCHITECTURES.get(BACKBONES.resolve(name))
 
-        architecture = name.removeprefix(TIMM_PREFIX)
-        if not timm.is_model(architecture):
-            raise ConfigError(f"model.backbone: timm has no architecture {architecture!r}")
-        return timm_backbone(architecture, name)
-    return BACKBONES.get(name)()
+
+def backbone_key(name: str) -> str:
+    """`name` checked: `timm/NAME` of a timm architecture, or a registered backbone's spelling."""
+    if not name.startswith(TIMM_PREFIX):
+        return BACKBONES.resolve(name)
+    import timm
+
+    architecture = name.removeprefix(TIMM_PREFIX)
+    if not timm.is_model(architecture):
+        raise ConfigError(f"model.backbone: timm has no architecture {architecture!r}")
+    return name
+
+
+def create_backbone(name: str) -> Backbone:
+    """A registered backbone, or any timm architecture as `timm/NAME`; random weights. The name
+    alone decides the architecture, also for pretrained weights (the tensors of timm's tags
+    have the shapes of their architecture's default), so a finished run rebuilds it."""
+    key = backbone_key(name)
+    if key.startswith(TIMM_PREFIX):
+        return timm_backbone(key.removeprefix(TIMM_PREFIX), key)
+    return BACKBONES.get(key)()
 
 
 def resolved_weights(name: str, weights: str | None) -> str:
@@ -146,14 +170,24 @@ def resolved_weights(name: str, weights: str | None) -> str:
         return DEFAULT_SOURCES[key]
     raise ConfigError(
         f"model.weights: the backbone {name} has no local pretrained weights; set "
-        "model.weights to a .safetensors/.pth file, or to none to train it from scratch"
+        "model.weights to imagenet (downloaded once into the library's cache), to a "
+        ".safetensors/.pth file, or to none to train it from scratch"
     )
 
 
+def hub_weights(name: str, weights: str) -> hub.HubWeights:
+    """`weights` (hub.is_hub_weights) resolved for the backbone `name`; nothing downloaded."""
+    key = backbone_key(name)
+    return hub.resolve(weights, key, timm_architecture(key))
+
+
 def preprocessing_for(name: str, weights: str) -> Preprocessing:
-    """Input size and mean/std the weights expect (a named source says; else timm's config)."""
+    """Input size and mean/std the weights expect: a named source's or a downloaded one's
+    config (timm's pretrained config, torchvision's transforms); else timm's default config."""
     if weights in SOURCES:
         return SOURCES.get(weights).preprocessing
+    if hub.is_hub_weights(weights):
+        return hub_weights(name, weights).preprocessing
     if name.startswith(TIMM_PREFIX) or name in ("resnet50",):
         from timm.models import get_pretrained_cfg
 
@@ -169,8 +203,18 @@ def preprocessing_for(name: str, weights: str) -> Preprocessing:
 
 
 def build_backbone(name: str, weights: str | None) -> tuple[Backbone, BackboneInfo]:
-    """The backbone with its weights: none, a named local source, or a file."""
+    """The backbone with its weights: none, a named local source, a file, or weights the
+    libraries download into their caches (imagenet, timm:TAG, torchvision:NAME, hf-hub:...)."""
     weights = resolved_weights(name, weights)
+    if hub.is_hub_weights(weights):
+        pretrained = hub_weights(name, weights)
+        path = pretrained.fetch(name)  # before building: offline, the error comes at once
+        backbone = create_backbone(name)
+        state = read_weights(path)
+        loaded = load_into(backbone.body, state, path, prefixes=pretrained.prefixes)
+        return backbone, BackboneInfo(
+            pretrained.describe(path), pretrained.preprocessing, loaded.ignored
+        )
     backbone = create_backbone(name)
     info = BackboneInfo(weights, preprocessing_for(name, weights))
     if weights == "none":
@@ -194,5 +238,18 @@ def _load(backbone: Backbone, weights: str) -> Loaded:
         return load_into(backbone.body, state, path)
     path = Path(weights).expanduser()
     if not path.suffix and not path.exists():  # not a file name: a mistyped source name?
-        SOURCES.resolve(weights)
+        _unknown_weights(weights)
     return load_into(backbone.body, read_weights(path), path, prefixes=("features.", "model."))
+
+
+def _unknown_weights(weights: str) -> NoReturn:
+    """Neither a file nor a name cnnlab knows: the closest known name, and what may be given."""
+    import difflib
+
+    folded = {known.casefold(): known for known in [*SOURCES.names(), "imagenet", "none"]}
+    close = difflib.get_close_matches(weights.casefold(), list(folded), n=1)
+    hint = f"; did you mean {folded[close[0]]!r}?" if close else ""
+    raise ConfigError(
+        f"model.weights: {weights!r} is no file and no known weights{hint} "
+        f"({WEIGHTS_KINDS}, or a local source: {', '.join(SOURCES.names())})"
+    )

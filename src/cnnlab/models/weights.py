@@ -1,6 +1,7 @@
 """Pretrained weights from files only: read safely, remap known layouts, say what did not fit.
 
-Nothing is downloaded. A file is safetensors, or a PyTorch state dict read with
+Nothing is downloaded here (hub.py has the libraries download into their own caches, then reads
+the cached file with read_state_dict). A file is safetensors, or a PyTorch state dict read with
 `torch.load(weights_only=True)`, which refuses anything but tensors and plain containers, and
 there is no fallback to full unpickling: a file that needs it is rejected with the reason.
 
