@@ -116,6 +116,11 @@ class FinishedRun:
         return model.eval()
 
     @cached_property
+    def network(self) -> torch.nn.Module:
+        """model(), built once and kept: what repeated predictions (a served page) reuse."""
+        return self.model()
+
+    @cached_property
     def metrics(self) -> dict[str, Any]:
         return _read_json(self.folder / runfiles.METRICS, "")
 

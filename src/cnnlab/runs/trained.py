@@ -232,7 +232,7 @@ def classify(
     run: FinishedRun, images: np.ndarray, device: torch.device, tta: bool = False
 ) -> np.ndarray:
     """(N, classes) probabilities of uint8 (N, C, H, W) images at the run's input size."""
-    model = run.model().to(device, memory_format=IMAGE_LAYOUT)  # type: ignore[call-overload]
+    model = run.network.to(device, memory_format=IMAGE_LAYOUT)  # type: ignore[call-overload]
     task = Classification.for_model(model, len(run.classes), run.config.train.label_smoothing)
     preprocess = EvalTransform(run.normalization(), IMAGE_LAYOUT)
     size = eval_batch_size(run.config, device)
