@@ -206,3 +206,12 @@ def test_summary_of_a_backbone_experiment_takes_the_backbone_input_size(tmp_path
     assert result.returncode == 0, result.stderr
     # VGG16's base at 224x224 (its 7x7x512 map flattened): 14,714,688 + 25,088 * 2 + 2
     assert "Total params: 14,764,866" in result.stdout
+
+
+def test_an_error_message_keeps_its_square_brackets(tmp_path):
+    # rich would take "[red]" or "[export]" for markup and drop it from the message
+    config = tmp_path / "x.yaml"
+    config.write_text("data: {source: digits}\nmodel: {name: '[red]carlosnet'}\n")
+    result = cnnlab("run", str(config), cwd=tmp_path, cache=tmp_path / "c")
+    assert result.returncode == 2
+    assert "'[red]carlosnet'" in result.stderr and "Traceback" not in result.stderr

@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from cnnlab.errors import CnnlabError
 
@@ -30,7 +31,8 @@ def user_errors(command: F) -> F:
         try:
             return command(*args, **kwargs)
         except CnnlabError as problem:
-            err.print(f"[bold red]error:[/] {problem}", highlight=False, markup=True)
+            # escaped: a message's own brackets ("pip install cnnlab[export]") are not markup
+            err.print(f"[bold red]error:[/] {escape(str(problem))}", highlight=False)
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
@@ -230,6 +232,55 @@ def predict(
     write_text(out_path, text)
     skipped = f" ({len(result.skipped)} skipped: not usable images)" if result.skipped else ""
     out.print(f"Wrote {out_path}: {len(result.items)} predictions{skipped}", highlight=False)
+
+
+@app.command()
+@user_errors
+def serve(
+    run_folder: Path = typer.Argument(..., metavar="RUN", help="A finished run's folder."),
+    port: int = typer.Option(8000, min=0, max=65535, help="Port to listen on (0: any free one)."),
+    host: str = typer.Option(
+        "127.0.0.1", help="Address to listen on; 127.0.0.1 keeps the page to this machine."
+    ),
+    max_upload_mb: float = typer.Option(
+        20.0, "--max-upload-mb", min=0.001, help="Largest upload per request, in MB."
+    ),
+) -> None:
+    """A local web page for a finished run: choose or drop images, see the top classes."""
+    from cnnlab.serve import open_server
+
+    server = open_server(run_folder, host, port, max_upload_mb)
+    run = server.run
+    out.print(
+        f"Serving {run.folder} ({run.model_name}, {len(run.classes)} classes) at {server.url}",
+        highlight=False,
+        markup=False,
+    )
+    out.print("Press Ctrl+C to stop.", highlight=False)
+    server.serve_forever()
+
+
+@app.command()
+@user_errors
+def export(
+    run_folder: Path = typer.Argument(..., metavar="RUN", help="A finished trained run's folder."),
+    fmt: str = typer.Option(
+        "onnx", "--format", help="onnx, torchscript, or exported-program (torch.export)."
+    ),
+    out_path: Path | None = typer.Option(
+        None, "--out", help="Folder for the files (default: RUN/export/)."
+    ),
+    dynamic_batch: bool = typer.Option(
+        False, "--dynamic-batch", help="Any batch size (default: one image per call)."
+    ),
+) -> None:
+    """Export a trained run as one file that takes uint8 NCHW images and gives probabilities,
+    checked against PyTorch on the run's test images, with MODEL_CARD.md beside it."""
+    from cnnlab.runs.export import export_run
+
+    result = export_run(run_folder, fmt, out_path, dynamic_batch=dynamic_batch)
+    for line in result.lines():
+        out.print(line, highlight=False, markup=False)
 
 
 @app.command()

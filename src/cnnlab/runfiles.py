@@ -41,6 +41,7 @@ CLASSIFIER = "classifier.safetensors"  # a features run's fitted classifier: its
 CLASSIFIER_INFO = "classifier.json"  # ... and what they are (kind, classes, shapes)
 CHECKPOINT = "checkpoints/last.pt"  # the last complete epoch's training state, for --resume
 REPORT = "report.html"
+EXPORT = "export"  # `cnnlab export`'s default folder: model files, MODEL_CARD.md
 
 SPLIT_ORDER = ("train", "val", "test")
 
