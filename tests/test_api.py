@@ -35,6 +35,7 @@ def test_the_readme_python_api_block_runs_as_written(tmp_path, monkeypatch, caps
         torch.use_deterministic_algorithms(before)
     printed = capsys.readouterr().out
     assert "test accuracy" in printed and "epoch 1: loss" in printed
+    assert "a white square is a" in printed
     assert (tmp_path / "runs" / "digits_basenet" / "report.html").is_file()
 
 
