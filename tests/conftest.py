@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import os
 import zipfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +45,19 @@ def require() -> Callable[[Path], Path]:
 def datasets() -> Path:
     """../shared/datasets beside the repository (skip locally when absent, fail on CI)."""
     return require_folder(SHARED_DATASETS)
+
+
+@pytest.fixture(autouse=True)
+def restore_determinism() -> Iterator[None]:
+    """A trained run switches torch's global determinism and cuDNN's autotuner; every test
+    leaves them as it found them."""
+    import torch
+
+    before = torch.are_deterministic_algorithms_enabled()
+    benchmark, deterministic = torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic
+    yield
+    torch.use_deterministic_algorithms(before)
+    torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = benchmark, deterministic
 
 
 @pytest.fixture(autouse=True)

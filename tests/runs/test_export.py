@@ -35,16 +35,6 @@ TINY_NET = [
 COLOURS = {"red": (200, 40, 40), "green": (40, 180, 40), "blue": (40, 40, 220)}
 
 
-@pytest.fixture(autouse=True)
-def restore_determinism() -> Iterator[None]:
-    """A trained run switches torch's global determinism; leave it as other tests expect."""
-    before = torch.are_deterministic_algorithms_enabled()
-    benchmark, deterministic = torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic
-    yield
-    torch.use_deterministic_algorithms(before)
-    torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = benchmark, deterministic
-
-
 def write_config(path: Path, data: dict[str, Any], **sections: Any) -> Path:
     raw = {
         "seed": 0,

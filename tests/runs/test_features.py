@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-import torch
 import yaml
 from PIL import Image, ImageDraw
 from typer.testing import CliRunner
@@ -33,16 +31,6 @@ TINY_NET: list[Any] = [
     {"Flatten": {}},
     {"Dense": {"units": 3, "activation": "softmax"}},
 ]
-
-
-@pytest.fixture(autouse=True)
-def restore_determinism() -> Iterator[None]:
-    """A trained run switches torch's global determinism; leave it as other tests expect."""
-    before = torch.are_deterministic_algorithms_enabled()
-    benchmark, deterministic = torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic
-    yield
-    torch.use_deterministic_algorithms(before)
-    torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = benchmark, deterministic
 
 
 def draw(shape: str, seed: int, size: int) -> Image.Image:

@@ -29,16 +29,6 @@ TINY_NET = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def restore_determinism() -> Iterator[None]:
-    """A trained run switches torch's global determinism; leave it as other tests expect."""
-    before = torch.are_deterministic_algorithms_enabled()
-    benchmark, deterministic = torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic
-    yield
-    torch.use_deterministic_algorithms(before)
-    torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = benchmark, deterministic
-
-
 def digits_config(path: Path, **sections: Any) -> Path:
     """scikit-learn's 8x8 digits (no files needed), a small network, two short epochs."""
     raw = {

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import yaml
 from PIL import Image
 from typer.testing import CliRunner
@@ -24,15 +23,6 @@ TINY_NET = [
     {"Flatten": {}},
     {"Dense": {"units": 10, "activation": "softmax"}},
 ]
-
-
-@pytest.fixture(autouse=True)
-def restore_determinism() -> Iterator[None]:
-    before = torch.are_deterministic_algorithms_enabled()
-    benchmark, deterministic = torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic
-    yield
-    torch.use_deterministic_algorithms(before)
-    torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = benchmark, deterministic
 
 
 @pytest.fixture(scope="module")

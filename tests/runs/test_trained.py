@@ -13,7 +13,6 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,19 +38,6 @@ SOFTMAX_LAYERS: list[dict[str, Any]] = [
     {"Dense": {"units": 3, "activation": "softmax"}},
 ]
 COLOURS = {"circle": (220, 40, 40), "square": (40, 180, 40), "cross": (40, 40, 220)}
-
-
-@pytest.fixture(autouse=True)
-def restore_determinism() -> Iterator[None]:
-    """In-process runs switch torch's global determinism; leave it as other tests expect."""
-    before = (
-        torch.are_deterministic_algorithms_enabled(),
-        torch.backends.cudnn.deterministic,
-        torch.backends.cudnn.benchmark,
-    )
-    yield
-    torch.use_deterministic_algorithms(before[0])
-    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = before[1:]
 
 
 def draw_shape(shape: str, colour: tuple[int, int, int], seed: int) -> Image.Image:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -75,13 +74,6 @@ def test_batchnorm_statistics_of_frozen_blocks_never_change(policy):
 
 
 # --- a staged run, end to end --------------------------------------------------------------
-
-
-@pytest.fixture(autouse=True)
-def restore_determinism() -> Iterator[None]:
-    before = torch.are_deterministic_algorithms_enabled()
-    yield
-    torch.use_deterministic_algorithms(before)
 
 
 def colour_folder(root: Path, per_class: int = 12) -> Path:
