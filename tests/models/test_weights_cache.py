@@ -285,8 +285,12 @@ def test_a_run_records_the_cached_weights_it_loaded(tmp_path, caches):
 
 
 def test_cnnlab_run_offline_without_the_file_exits_2_with_the_message_and_no_folder(
-    tmp_path, caches
+    tmp_path, caches, monkeypatch
 ):
+    def examine(*args, **kwargs):  # the weights are fetched before any data is read
+        raise AssertionError("the data was read before the weights were fetched")
+
+    monkeypatch.setattr("cnnlab.data.pipeline.examine", examine)
     config = digits_backbone_config(tmp_path / "vgg.yaml", "vgg16", "imagenet")
     runs = tmp_path / "runs"
     result = CliRunner().invoke(app, ["run", str(config), "--output", str(runs)])

@@ -57,11 +57,27 @@ def begin(cfg: Experiment, folder: RunFolder, console: Console, data_cfg: DataCo
     """Device, determinism and seeds, then the data: scanned, checked, split, cached, recorded."""
     started, clock = now(), time.perf_counter()
     device = select_device(cfg.train.device)
+    fetch_weights(cfg)
     set_deterministic(cfg.train.deterministic)
     seed_everything(cfg.seed)
     data = load_data(data_cfg, cfg.seed)
     folder.write_data(cfg, data)
     return Started(cfg, folder, console, device, data, started, {"data_s": _since(clock)})
+
+
+def fetch_weights(cfg: Experiment) -> None:
+    """Pretrained weights the libraries download (weights: imagenet, timm:TAG, ...), fetched
+    into their caches before any data is read: offline, the run stops at once, not after the
+    data has been checked and decoded. The backbone then finds the file in the cache."""
+    model = cfg.model
+    if model is None or model.backbone is None:
+        return
+    from cnnlab.models import hub
+    from cnnlab.models.backbones import hub_weights, resolved_weights
+
+    weights = resolved_weights(model.backbone, model.weights)
+    if hub.is_hub_weights(weights):
+        hub_weights(model.backbone, weights).fetch(model.backbone)
 
 
 def data_config(cfg: Experiment) -> DataConfig:
