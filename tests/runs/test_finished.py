@@ -275,3 +275,12 @@ def test_predictions_of_a_finished_run_match_its_metrics(finished_folder):
     rows = [row for row in finished.predictions if row["split"] == "test"]
     accuracy = np.mean([row["label"] == row["predicted"] for row in rows])
     assert accuracy == pytest.approx(finished.metrics["test"]["accuracy"])
+
+
+def test_a_run_into_a_folder_that_holds_files_is_refused_and_the_files_stay(tmp_path):
+    folder = tmp_path / "earlier"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine", encoding="utf-8")
+    with pytest.raises(ConfigError, match="not empty"):
+        cnnlab.run(digits_config(tmp_path / "tiny.yaml"), folder, quiet=True)
+    assert [path.name for path in folder.iterdir()] == ["notes.txt"]

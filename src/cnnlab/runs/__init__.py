@@ -50,6 +50,11 @@ def run(
     if resume:
         out = RunFolder.for_resume(target, cfg)
     elif folder is not None:
+        if target.is_dir() and any(target.iterdir()):
+            raise ConfigError(
+                f"{target}: the folder is not empty; a run never writes over earlier files: "
+                "give a new or empty folder, or resume the run in it (resume=True)"
+            )
         target.mkdir(parents=True, exist_ok=True)
         out = RunFolder(target)
     else:

@@ -27,7 +27,6 @@ from cnnlab import runfiles
 from cnnlab.augment.normalize import Normalization, fit_normalization
 from cnnlab.augment.pipeline import EvalTransform
 from cnnlab.config import Experiment
-from cnnlab.data.batches import DeviceBatches
 from cnnlab.data.pipeline import Data, load_data
 from cnnlab.errors import ConfigError
 from cnnlab.evaluate.features import (
@@ -53,9 +52,9 @@ from cnnlab.runs.skeleton import (
     RunResult,
     begin,
     data_config,
-    eval_batch_size,
     eval_batches,
     finish,
+    image_batches,
     sized_for,
 )
 from cnnlab.runtime import IMAGE_LAYOUT
@@ -211,9 +210,7 @@ def classify(
     # Module.to takes memory_format with a device at runtime; torch's overloads leave it out
     extractor = source.extractor.to(device, memory_format=IMAGE_LAYOUT)  # type: ignore[call-overload]
     preprocess = EvalTransform(source.normalization, IMAGE_LAYOUT)
-    labels = np.zeros(len(images), dtype=np.int64)  # batches need labels; these are unused
-    size = eval_batch_size(run.config, device)
-    batches = DeviceBatches(images, labels, batch_size=size, device=device, shuffle=False)
+    batches = image_batches(images, run.config, device)
     probabilities_of, count = sklearn_classifiers().probabilities_of, len(run.classes)
     probabilities = probabilities_of(
         classifier, extract_features(extractor, batches, preprocess), count

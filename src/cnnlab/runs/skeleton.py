@@ -123,6 +123,14 @@ def eval_batches(
     )
 
 
+def image_batches(images: np.ndarray, cfg: Experiment, device: torch.device) -> DeviceBatches:
+    """New, unlabelled uint8 (N, C, H, W) images in evaluation batches, in their order (the
+    batches carry zero labels, which prediction never reads)."""
+    labels = np.zeros(len(images), dtype=np.int64)
+    size = eval_batch_size(cfg, device)
+    return DeviceBatches(images, labels, batch_size=size, device=device, shuffle=False)
+
+
 def eval_batch_size(cfg: Experiment, device: torch.device) -> int:
     """See EvaluateConfig.batch_size."""
     if cfg.evaluate.batch_size is not None:

@@ -25,9 +25,9 @@ from cnnlab.runs.skeleton import (
     RunResult,
     begin,
     data_config,
-    eval_batch_size,
     eval_batches,
     finish,
+    image_batches,
 )
 from cnnlab.runtime import IMAGE_LAYOUT
 from cnnlab.task import history_columns
@@ -217,13 +217,8 @@ def split_inference(
 def predict_again(run: FinishedRun, split: str, device: torch.device) -> np.ndarray:
     """A finished trained run's probabilities of `split`: its kept weights on its data, with
     the normalisation and test-time augmentation it was evaluated with."""
-    cfg = run.config
-    data = load_data(run.data_config(), cfg.seed)
-    # Module.to takes memory_format with a device at runtime; torch's overloads leave it out
-    model = run.model().to(device, memory_format=IMAGE_LAYOUT)  # type: ignore[call-overload]
-    task = Classification.for_model(model, len(run.classes), cfg.train.label_smoothing)
-    trainee = Trainee(model, None, None, task, EvalTransform(run.normalization(), IMAGE_LAYOUT))
-    result = split_inference(trainee, data, split, cfg, device)
+    data = load_data(run.data_config(), run.config.seed)
+    result = split_inference(finished_trainee(run, device), data, split, run.config, device)
     assert result.predictions is not None
     return result.predictions.numpy()
 
@@ -232,15 +227,19 @@ def classify(
     run: FinishedRun, images: np.ndarray, device: torch.device, tta: bool = False
 ) -> np.ndarray:
     """(N, classes) probabilities of uint8 (N, C, H, W) images at the run's input size."""
-    model = run.network.to(device, memory_format=IMAGE_LAYOUT)  # type: ignore[call-overload]
-    task = Classification.for_model(model, len(run.classes), run.config.train.label_smoothing)
-    preprocess = EvalTransform(run.normalization(), IMAGE_LAYOUT)
-    size = eval_batch_size(run.config, device)
-    labels = np.zeros(len(images), dtype=np.int64)  # inference needs targets; these are unused
-    batches = DeviceBatches(images, labels, batch_size=size, device=device, shuffle=False)
-    result = infer(model, batches, task, preprocess, keep_predictions=True, tta=tta)
+    trainee = finished_trainee(run, device)
+    batches = image_batches(images, run.config, device)
+    result = infer(trainee.model, batches, trainee.task, trainee.preprocess, True, tta)
     assert result.predictions is not None
     return result.predictions.numpy()
+
+
+def finished_trainee(run: FinishedRun, device: torch.device) -> Trainee:
+    """A finished run's kept network on `device`, its task and its evaluation transform."""
+    # Module.to takes memory_format with a device at runtime; torch's overloads leave it out
+    model = run.network.to(device, memory_format=IMAGE_LAYOUT)  # type: ignore[call-overload]
+    task = Classification.for_model(model, len(run.classes), run.config.train.label_smoothing)
+    return Trainee(model, None, None, task, EvalTransform(run.normalization(), IMAGE_LAYOUT))
 
 
 def model_manifest(cfg: Experiment, model: torch.nn.Module) -> dict[str, Any]:
