@@ -219,3 +219,69 @@ def zip_folder() -> Callable[..., Path]:
         return archive
 
     return pack
+
+
+# --- a tiny real run on scikit-learn's digits, for the tests of what comes after a run --------
+
+TINY_DIGITS_NET = [
+    {"Conv2D": {"filters": 4, "kernel_size": 3, "activation": "relu"}},
+    {"Flatten": {}},
+    {"Dense": {"units": 10, "activation": "softmax"}},
+]
+
+
+def write_digits_config(path: Path, **sections: object) -> Path:
+    """An experiment on scikit-learn's 8x8 digits (grayscale, no files needed; 20 % validation,
+    20 % test), a tiny layer list, one epoch of Adam in batches of 64. Each of `sections`
+    replaces that whole section."""
+    import yaml
+
+    raw = {
+        "seed": 0,
+        "data": {
+            "source": "digits",
+            "color_mode": "grayscale",
+            "validation_split": 0.2,
+            "test_split": 0.2,
+        },
+        "model": {"layers": TINY_DIGITS_NET},
+        "train": {"epochs": 1, "batch_size": 64, "optimizer": {"name": "adam"}},
+        **sections,
+    }
+    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def digits_config() -> Callable[..., Path]:
+    """digits_config(path, **sections): see write_digits_config."""
+    return write_digits_config
+
+
+@pytest.fixture(scope="session")
+def train_digits() -> Callable[..., Path]:
+    """train_digits(root, **sections): a finished run of digits_config under root/runs, made
+    quietly with its own decode cache (root/cache); returns its folder. For module-scoped
+    fixtures, which the per-test cache and determinism fixtures do not reach."""
+
+    def train(root: Path, **sections: object) -> Path:
+        import torch
+
+        import cnnlab
+
+        config = write_digits_config(root / "digits.yaml", **sections)
+        before = torch.are_deterministic_algorithms_enabled()
+        benchmark = torch.backends.cudnn.benchmark
+        deterministic = torch.backends.cudnn.deterministic
+        try:
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setenv("CNNLAB_CACHE", str(root / "cache"))
+                return cnnlab.run(config, output_dir=root / "runs", quiet=True).folder
+        finally:
+            torch.use_deterministic_algorithms(before)
+            torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = (
+                benchmark,
+                deterministic,
+            )
+
+    return train

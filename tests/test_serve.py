@@ -19,8 +19,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
-import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -31,41 +29,12 @@ from cnnlab.serve import Server, open_server, page_html
 
 UPLOAD_LIMIT_MB = 1  # small, so the oversize test sends little
 BROWSER_TIMEOUT_S = 60
-TINY_NET = [
-    {"Conv2D": {"filters": 4, "kernel_size": 3, "activation": "relu"}},
-    {"Flatten": {}},
-    {"Dense": {"units": 10, "activation": "softmax"}},
-]
 
 
 @pytest.fixture(scope="module")
-def run_folder(tmp_path_factory) -> Iterator[Path]:
+def run_folder(tmp_path_factory, train_digits) -> Path:
     """One tiny trained run on scikit-learn's digits (no files needed), one epoch."""
-    root = tmp_path_factory.mktemp("serve")
-    raw = {
-        "seed": 0,
-        "data": {
-            "source": "digits",
-            "color_mode": "grayscale",
-            "validation_split": 0.2,
-            "test_split": 0.2,
-        },
-        "model": {"layers": TINY_NET},
-        "train": {"epochs": 1, "batch_size": 64, "optimizer": {"name": "adam"}},
-    }
-    config = root / "tiny.yaml"
-    config.write_text(yaml.safe_dump(raw), encoding="utf-8")
-    # A trained run switches torch's global determinism; leave it as other tests expect.
-    before = torch.are_deterministic_algorithms_enabled()
-    benchmark, deterministic = torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("CNNLAB_CACHE", str(root / "cache"))
-        try:
-            yield cnnlab.run(config, output_dir=root / "runs", quiet=True).folder
-        finally:
-            torch.use_deterministic_algorithms(before)
-            torch.backends.cudnn.benchmark = benchmark
-            torch.backends.cudnn.deterministic = deterministic
+    return train_digits(tmp_path_factory.mktemp("serve"))
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import csv
 import os
 import shutil
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,29 +22,17 @@ from cnnlab.errors import ConfigError
 from cnnlab.runs.kinds import KINDS
 from cnnlab.runtime import select_device
 
-TINY_NET = [
-    {"Conv2D": {"filters": 4, "kernel_size": 3, "activation": "relu"}},
-    {"Flatten": {}},
-    {"Dense": {"units": 10, "activation": "softmax"}},
-]
+TWO_EPOCHS = {"epochs": 2, "batch_size": 64, "optimizer": {"name": "adam"}}
 
 
-def digits_config(path: Path, **sections: Any) -> Path:
-    """scikit-learn's 8x8 digits (no files needed), a small network, two short epochs."""
-    raw = {
-        "seed": 0,
-        "data": {
-            "source": "digits",
-            "color_mode": "grayscale",
-            "validation_split": 0.2,
-            "test_split": 0.2,
-        },
-        "model": {"layers": TINY_NET},
-        "train": {"epochs": 2, "batch_size": 64, "optimizer": {"name": "adam"}},
-        **sections,
-    }
-    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
-    return path
+@pytest.fixture
+def two_epochs(digits_config) -> Callable[..., Path]:
+    """digits_config with two epochs: scikit-learn's 8x8 digits, a small network."""
+
+    def write(path: Path, **sections: Any) -> Path:
+        return digits_config(path, **{"train": TWO_EPOCHS, **sections})
+
+    return write
 
 
 def written_test_rows(folder: Path) -> list[dict[str, str]]:
@@ -53,14 +41,11 @@ def written_test_rows(folder: Path) -> list[dict[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def finished_folder(tmp_path_factory) -> Iterator[Path]:
-    """One trained run for the tests that only read it, made under umask 022."""
-    root = tmp_path_factory.mktemp("finished")
+def finished_folder(tmp_path_factory, train_digits) -> Iterator[Path]:
+    """One trained run (two epochs) for the tests that only read it, made under umask 022."""
     previous = os.umask(0o022)
     try:
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setenv("CNNLAB_CACHE", str(root / "cache"))
-            yield cnnlab.run(digits_config(root / "tiny.yaml"), output_dir=root, quiet=True).folder
+        yield train_digits(tmp_path_factory.mktemp("finished"), train=TWO_EPOCHS)
     finally:
         os.umask(previous)
 
@@ -93,7 +78,9 @@ def test_a_finished_trained_run_reproduces_its_test_predictions(finished_folder)
     assert_reproduces_test_predictions(finished_folder)
 
 
-def test_a_finished_features_run_reproduces_its_test_predictions(tmp_path, finished_folder):
+def test_a_finished_features_run_reproduces_its_test_predictions(
+    tmp_path, finished_folder, digits_config
+):
     hybrid = digits_config(
         tmp_path / "hybrid.yaml",
         model={"from_run": str(finished_folder)},
@@ -112,7 +99,7 @@ CLASSIFIER_KINDS = ("logistic", "linear_svm", "svm", "knn")
 
 
 @pytest.fixture(scope="module")
-def features_folders(finished_folder: Path, tmp_path_factory) -> dict[str, Path]:
+def features_folders(finished_folder: Path, tmp_path_factory, digits_config) -> dict[str, Path]:
     """A features run of each classifier on the trained run's penultimate features."""
     root = tmp_path_factory.mktemp("features")
     folders = {}
@@ -232,10 +219,12 @@ class Recorder(cnnlab.Callback):
         self.calls.append(("train_end", state.epoch))
 
 
-def test_a_callback_passed_from_outside_sees_every_moment_of_a_quiet_fit(tmp_path, capfd):
+def test_a_callback_passed_from_outside_sees_every_moment_of_a_quiet_fit(
+    tmp_path, capfd, two_epochs
+):
     recorder = Recorder()
     cnnlab.run(
-        digits_config(tmp_path / "tiny.yaml"), output_dir=tmp_path, callbacks=[recorder], quiet=True
+        two_epochs(tmp_path / "tiny.yaml"), output_dir=tmp_path, callbacks=[recorder], quiet=True
     )
 
     printed = capfd.readouterr()
@@ -254,7 +243,9 @@ def test_a_callback_passed_from_outside_sees_every_moment_of_a_quiet_fit(tmp_pat
     assert logs["epoch"] == 1 and 0 <= logs["val_accuracy"] <= 1
 
 
-def test_a_callback_from_outside_can_stop_the_run_and_the_run_still_finishes(tmp_path):
+def test_a_callback_from_outside_can_stop_the_run_and_the_run_still_finishes(
+    tmp_path, digits_config
+):
     config = digits_config(tmp_path / "tiny.yaml", train={"epochs": 5, "batch_size": 64})
     result = cnnlab.run(config, output_dir=tmp_path, callbacks=[Recorder(stop_after=2)], quiet=True)
 
@@ -277,7 +268,9 @@ def test_predictions_of_a_finished_run_match_its_metrics(finished_folder):
     assert accuracy == pytest.approx(finished.metrics["test"]["accuracy"])
 
 
-def test_a_run_into_a_folder_that_holds_files_is_refused_and_the_files_stay(tmp_path):
+def test_a_run_into_a_folder_that_holds_files_is_refused_and_the_files_stay(
+    tmp_path, digits_config
+):
     folder = tmp_path / "earlier"
     folder.mkdir()
     (folder / "notes.txt").write_text("mine", encoding="utf-8")

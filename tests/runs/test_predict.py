@@ -5,12 +5,10 @@ from __future__ import annotations
 import csv
 import io
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -18,28 +16,21 @@ import cnnlab
 from cnnlab.cli import app
 from cnnlab.data.arrays import read_array_source
 
-TINY_NET = [
-    {"Conv2D": {"filters": 8, "kernel_size": 3, "activation": "relu"}},
-    {"Flatten": {}},
-    {"Dense": {"units": 10, "activation": "softmax"}},
-]
-
 
 @pytest.fixture(scope="module")
-def digits_run(tmp_path_factory) -> Iterator[Path]:
+def digits_run(tmp_path_factory, train_digits) -> Path:
     """A small trained run on scikit-learn's 8x8 digits."""
-    root = tmp_path_factory.mktemp("predict")
-    config = root / "digits.yaml"
-    raw = {
-        "seed": 0,
-        "data": {"source": "digits", "color_mode": "grayscale", "validation_split": 0.2},
-        "model": {"layers": TINY_NET},
-        "train": {"epochs": 3, "batch_size": 64, "optimizer": {"name": "adam", "lr": 0.01}},
-    }
-    config.write_text(yaml.safe_dump(raw), encoding="utf-8")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("CNNLAB_CACHE", str(root / "cache"))
-        yield cnnlab.run(config, output_dir=root, quiet=True).folder
+    layers = [
+        {"Conv2D": {"filters": 8, "kernel_size": 3, "activation": "relu"}},
+        {"Flatten": {}},
+        {"Dense": {"units": 10, "activation": "softmax"}},
+    ]
+    return train_digits(
+        tmp_path_factory.mktemp("predict"),
+        data={"source": "digits", "color_mode": "grayscale", "validation_split": 0.2},
+        model={"layers": layers},
+        train={"epochs": 3, "batch_size": 64, "optimizer": {"name": "adam", "lr": 0.01}},
+    )
 
 
 @pytest.fixture
