@@ -41,6 +41,10 @@ CLASSIFIER = "classifier.safetensors"  # a features run's fitted classifier: its
 CLASSIFIER_INFO = "classifier.json"  # ... and what they are (kind, classes, shapes)
 CHECKPOINT = "checkpoints/last.pt"  # the last complete epoch's training state, for --resume
 REPORT = "report.html"
+# `cnnlab evaluate`: evaluations/<name>/ holds evaluation.json (what was evaluated: data, split,
+# augmentation, TTA, seed), metrics.json and predictions.csv; the run's own files stay as they are
+EVALUATIONS = "evaluations"
+EVALUATION = "evaluation.json"
 EXPORT = "export"  # `cnnlab export`'s default folder: model files, MODEL_CARD.md
 
 SPLIT_ORDER = ("train", "val", "test")
