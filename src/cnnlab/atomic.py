@@ -8,6 +8,7 @@ so a colleague, a web server or another container user can read a run's report.
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import tempfile
 from collections.abc import Iterator
@@ -29,6 +30,22 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     finally:
         if os.path.exists(temp):
             os.unlink(temp)
+
+
+@contextmanager
+def atomic_folder(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """A temporary folder to fill; it becomes `path` (which must not exist) only if the block
+    finishes, so a reader finds all of its files or none."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
+    try:
+        yield temp
+        os.chmod(temp, 0o777 & ~_umask())  # mkdtemp's is private (0700)
+        os.rename(temp, target)  # refuses a non-empty target on POSIX
+    finally:
+        if temp.exists():
+            shutil.rmtree(temp, ignore_errors=True)
 
 
 def _mode_for(target: Path) -> int:

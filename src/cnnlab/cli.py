@@ -236,6 +236,86 @@ def predict(
 
 @app.command()
 @user_errors
+def evaluate(
+    run_folder: Path = typer.Argument(..., metavar="RUN", help="A finished run's folder."),
+    data: str | None = typer.Argument(
+        None,
+        metavar="[DATA]",
+        help="A labelled source (folder, zip, CSV, IDX); default: the run's.",
+    ),
+    split: str | None = typer.Option(
+        None, help="train, val, test or all (default: test, else val; a new source: all)."
+    ),
+    augment: str = typer.Option(
+        "none", help="none, train (the run's training augmentation) or a preset, e.g. s1."
+    ),
+    tta: bool = typer.Option(False, "--tta", help="Average each image with its mirror image."),
+    name: str | None = typer.Option(
+        None, help="The evaluation's folder name (default: from split, augment, tta)."
+    ),
+    seed: int | None = typer.Option(None, help="The augmentation's draws (default: the run's)."),
+    label_pattern: str | None = typer.Option(None, help="A new source's labels from file names."),
+    labels_csv: str | None = typer.Option(None, help="A new source's path,label CSV."),
+) -> None:
+    """Evaluate a finished run again, on its own or other labelled data, into RUN/evaluations/
+    NAME/ (metrics.json, predictions.csv) and its report; the run's own metrics stay."""
+    from cnnlab.runs.evaluation import EvaluationSpec, evaluate_run
+
+    spec = EvaluationSpec(data, split, augment, tta, seed, label_pattern, labels_csv)
+    for line in evaluate_run(run_folder, spec, name).lines():
+        out.print(line, highlight=False, markup=False)
+
+
+@app.command()
+@user_errors
+def compare(
+    runs: list[Path] = typer.Argument(..., metavar="RUN...", help="Finished runs' folders."),
+    out_path: Path | None = typer.Option(
+        None, "--out", help="Also write the comparison as a page, e.g. compare.html."
+    ),
+) -> None:
+    """Finished runs side by side: accuracy, macro F1, loss, parameters, epochs, time, the
+    over-fitting gap, per-class F1 and learning curves; McNemar's test on shared test images."""
+    from cnnlab.study.compare import compare as compare_runs
+
+    result = compare_runs(runs, out_path)
+    for line in result.lines():
+        out.print(line, highlight=False, markup=False)
+    if out_path is not None:
+        out.print(f"Wrote {out_path}", highlight=False, markup=False)
+
+
+@app.command()
+@user_errors
+def study(
+    config: Path = typer.Argument(..., metavar="STUDY.yaml", help="A study file."),
+    jobs: int | None = typer.Option(
+        None, "--jobs", min=1, help="Runs at once, in separate processes (default: the file's)."
+    ),
+    set_: list[str] = typer.Option(
+        [], "--set", help="Override a key of the base experiment: --set train.epochs=3"
+    ),
+) -> None:
+    """Run a study (matrix, variants or ladder, over seeds): finished runs are skipped,
+    interrupted ones resumed; writes study.html, study.json, study.csv, study.md, study.tex."""
+    from cnnlab.study.runner import run_study
+
+    result = run_study(config, jobs, set_, console=out)
+    for path in result.files:
+        out.print(f"Wrote {path}", highlight=False, markup=False)
+    if result.failures:
+        for failure in result.failures:
+            err.print(
+                f"failed: {failure['cell']} seed {failure['seed']}: {failure['error']}",
+                highlight=False,
+                markup=False,
+            )
+        err.print(f"{len(result.failures)} of the study's runs or evaluations failed")
+        raise typer.Exit(1)
+
+
+@app.command()
+@user_errors
 def serve(
     run_folder: Path = typer.Argument(..., metavar="RUN", help="A finished run's folder."),
     port: int = typer.Option(8000, min=0, max=65535, help="Port to listen on (0: any free one)."),

@@ -343,6 +343,9 @@ class EvaluateConfig(Section):
     # None: 256 on a GPU (faster, same results); on the CPU the training batch size, as Keras
     # validates: a larger batch is no faster there and holds its activations in host memory.
     batch_size: PositiveInt | None = None
+    # false: the test split is held out (split off as usual, never evaluated or predicted): a
+    # study's ladder chooses on validation and evaluates test once, for the final choice only
+    test: bool = True
 
 
 class OutputConfig(Section):

@@ -4,10 +4,11 @@
 config.yaml  manifest.json  health.json  split.csv  summary.txt  normalization.json
 history.csv  metrics.json  predictions.csv  model.safetensors  checkpoints/last.pt  report.html
 classifier.safetensors  classifier.json  (a features run's classifier, instead of the weights)
+evaluations/<name>/evaluation.json  metrics.json  predictions.csv  (`cnnlab evaluate`, later)
 ```
 
-The writer is cnnlab.run.folder.RunFolder, the strict reader of a finished run
-cnnlab.run.finished.FinishedRun; both name files through the constants here. `read_run` is
+The writer is cnnlab.runs.folder.RunFolder, the strict reader of a finished run
+cnnlab.runs.finished.FinishedRun; both name files through the constants here. `read_run` is
 the tolerant reader the report uses: a report is most wanted when a run went wrong, so a missing
 or damaged file becomes a note on the page, never an exception.
 """
@@ -71,6 +72,15 @@ def _cell(value: float | int | None) -> str:
 
 
 @dataclass
+class Evaluation:
+    """One `cnnlab evaluate` of the finished run: evaluations/<name>/."""
+
+    name: str  # the folder's name
+    info: dict[str, Any]  # evaluation.json: source, split, augment, tta, images, created, ...
+    metrics: dict[str, Any]  # its metrics.json: one split's, as in the run's metrics.json
+
+
+@dataclass
 class RunFiles:
     """What a run folder holds; empty values stand for files that are absent."""
 
@@ -81,6 +91,7 @@ class RunFiles:
     history: dict[str, list[float]] = field(default_factory=dict)  # column -> one value per row
     metrics: dict[str, Any] = field(default_factory=dict)
     summary: str = ""
+    evaluations: list[Evaluation] = field(default_factory=list)  # sorted by name
     notes: list[str] = field(default_factory=list)  # files that were missing or unreadable
 
     @property
@@ -115,7 +126,24 @@ def read_run(folder: Path) -> RunFiles:
     run.summary = _read_text(folder / SUMMARY, run.notes)
     if run.trained:
         run.history = read_history(folder / HISTORY, run.notes)
+    run.evaluations = read_evaluations(folder, run.notes)
     return run
+
+
+def read_evaluations(folder: Path, notes: list[str]) -> list[Evaluation]:
+    """Every evaluations/<name>/ whose evaluation.json parses, by name; the rest are notes."""
+    root = folder / EVALUATIONS
+    if not root.is_dir():
+        return []
+    found = []
+    for path in sorted(p for p in root.iterdir() if p.is_dir()):
+        own: list[str] = []
+        info = _parse(path / EVALUATION, _read_text(path / EVALUATION, own), json.loads, own)
+        metrics = _parse(path / METRICS, _read_text(path / METRICS, own), json.loads, own)
+        notes.extend(f"{EVALUATIONS}/{path.name}/{note}" for note in own)
+        if info:
+            found.append(Evaluation(path.name, info, metrics))
+    return found
 
 
 def read_history(path: Path, notes: list[str]) -> dict[str, list[float]]:

@@ -139,3 +139,27 @@ def misclassified(count: int = 4, channels: int = 1, size: int = 8) -> Misclassi
         confidence=[0.93 - 0.1 * k for k in range(count)],
         paths=[f"{CLASSES[k % 3]}/img_{k:03d}.png" for k in range(count)],
     )
+
+
+def write_evaluation(run: Path, name: str, accuracy: float, loss: float, **info: Any) -> Path:
+    """evaluations/<name>/ as `cnnlab evaluate` writes it: evaluation.json and metrics.json."""
+    folder = run / "evaluations" / name
+    folder.mkdir(parents=True, exist_ok=True)
+    evaluation = {
+        "name": name,
+        "source": "/data/animals",
+        "same_data": True,
+        "split": "test",
+        "augment": "none",
+        "tta": False,
+        "seed": 0,
+        "images": 90,
+        "classes_absent": [],
+        "created": "2026-12-01T12:00:00+00:00",
+        "fingerprint": "ab12cd34",
+    } | info
+    metrics = class_report(CONFUSION, CLASSES) | {"accuracy": accuracy, "loss": loss}
+    (folder / "evaluation.json").write_text(json.dumps(evaluation), "utf-8")
+    (folder / "metrics.json").write_text(json.dumps(metrics), "utf-8")
+    (folder / "predictions.csv").write_text("path,label,predicted\n", "utf-8")
+    return folder

@@ -15,7 +15,7 @@ from PIL import Image
 
 from cnnlab.report import Misclassified, render_report
 
-from .fake_run import CLASSES, misclassified, write_run
+from .fake_run import CLASSES, misclassified, write_evaluation, write_run
 
 IMG_SRC = re.compile(r'<img[^>]*\ssrc="([^"]*)"')
 SECTION_TITLES = [
@@ -23,6 +23,7 @@ SECTION_TITLES = [
     "Confusion matrix",
     "Per-class metrics",
     "Misclassified test images",
+    "Evaluations",
     "Model",
     "Data",
     "Augmentation preview",
@@ -52,6 +53,7 @@ def embedded_images(html: str) -> list[Image.Image]:
 def full_report(tmp_path_factory: pytest.TempPathFactory) -> str:
     """Every section present; rendered once for the tests that only read it (figures are slow)."""
     folder = write_run(tmp_path_factory.mktemp("runs") / "basenet-seed0")
+    write_evaluation(folder, "augmented_test", 0.8125, 0.5312, augment="s1")
     path = render_report(folder, misclassified(5), augmented=preview_png())
     return path.read_text(encoding="utf-8")
 

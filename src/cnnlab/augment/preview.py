@@ -33,7 +33,9 @@ def preview_grid(images: np.ndarray, transform: TrainTransform, versions: int = 
     originals = torch.from_numpy(np.ascontiguousarray(images))
     count, channels, height, width = originals.shape
     repeated = originals.repeat_interleave(versions, dim=0).to(transform.generator.device)
-    augmented = _pixels(transform, repeated).reshape(count, versions, channels, height, width)
+    augmented = augmented_pixels(transform, repeated).reshape(
+        count, versions, channels, height, width
+    )
     scale = max(1, -(-MIN_TILE // max(height, width)))
     tile_h, tile_w = height * scale, width * scale
     grid = Image.new(
@@ -50,8 +52,9 @@ def preview_grid(images: np.ndarray, transform: TrainTransform, versions: int = 
 
 
 @torch.no_grad()
-def _pixels(transform: TrainTransform, images: torch.Tensor) -> np.ndarray:
-    """The random part of the training transform, back in 0..255 for display."""
+def augmented_pixels(transform: TrainTransform, images: torch.Tensor) -> np.ndarray:
+    """The random part of the training transform, back in uint8 0..255: for display, and as
+    the fixed augmented images `cnnlab evaluate --augment` evaluates."""
     x = images.float()
     if transform.keras_augment is not None:
         x = transform.keras_augment(x, transform.generator)

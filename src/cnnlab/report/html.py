@@ -1,7 +1,9 @@
 """render_report: a run folder in, one self-contained report.html out.
 
 Every figure is embedded as a base64 PNG and the CSS is inline, so the page opens offline,
-from an e-mail attachment or a copied folder, exactly as it was written.
+from an e-mail attachment or a copied folder, exactly as it was written. Under the learning
+curves, their diagnosis in words (diagnosis.py); after the test images, the run's later
+evaluations (`cnnlab evaluate`, evaluations/<name>/), when it has any.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from markupsafe import Markup
 import cnnlab
 from cnnlab.atomic import write_text
 from cnnlab.report import view
+from cnnlab.report.diagnosis import diagnose
 from cnnlab.report.template import CSS, TEMPLATE
 from cnnlab.report.view import Misclassified
 from cnnlab.runfiles import REPORT, read_run
@@ -50,6 +53,7 @@ def page_context(
     folder: Path, misclassified: Misclassified | None, augmented: bytes | None
 ) -> dict[str, Any]:
     run = read_run(folder)
+    curves = view.curves(run)
     context: dict[str, Any] = {
         "title": run.name,
         "folder": str(folder),
@@ -60,9 +64,11 @@ def page_context(
         "notes": run.notes,
         "metrics": view.metrics_table(run.metrics),
         "trained": run.trained,  # a features run has no epochs: no curves section
-        "curves": view.curves(run),
+        "curves": curves,
+        "diagnosis": diagnose(run.history) if curves else [],  # the curves in words
         "per_class": view.per_class_section(run),
         "misclassified": view.misclassified_tiles(misclassified),
+        "evaluations": view.evaluations_table(run),  # `cnnlab evaluate`, after the run
         "summary": run.summary.rstrip(),
         "data": view.data_section(run),
         "augmented": view.data_uri(augmented) if augmented else None,
@@ -81,6 +87,7 @@ def _sections(context: dict[str, Any]) -> list[tuple[str, str]]:
         ("confusion", "Confusion matrix", per_class),
         ("per-class", "Per-class metrics", per_class),
         ("misclassified", "Misclassified", context["misclassified"] is not None),
+        ("evaluations", "Evaluations", bool(context["evaluations"])),
         ("model", "Model", True),
         ("data", "Data", True),
         ("augmentation", "Augmentation", context["augmented"] is not None),

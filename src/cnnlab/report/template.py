@@ -51,6 +51,13 @@ pre { background: var(--bg); border: 1px solid var(--line); border-radius: 6px; 
             background: #000; border-radius: 4px; }
 .grid figcaption { font-size: 13px; margin-top: 4px; }
 .grid .path { display: block; color: var(--muted); font-size: 11px; word-break: break-all; }
+th.text, td.text { text-align: left; }
+td.source { max-width: 320px; overflow-wrap: anywhere; }
+#evaluations th, td.when { white-space: nowrap; }
+ul.findings { margin: 4px 0; padding-left: 20px; }
+ul.findings li { margin: 0 0 10px; }
+ul.findings p { margin: 2px 0; }
+ul.findings p.advice { color: var(--muted); font-size: 14px; }
 footer { color: var(--muted); font-size: 12px; text-align: center; margin-top: 24px; }
 """
 
@@ -107,6 +114,18 @@ TEMPLATE = """<!DOCTYPE html>
   {{ curves.stage_starts | join(", ") }}).{% endif %}
   {%- if not curves.has_val %} No validation split: training curves only.{% endif %}</p>
   <img class="figure" src="{{ curves.src }}" alt="loss and accuracy per epoch">
+  {% if diagnosis %}
+  <h3 id="diagnosis">Diagnosis</h3>
+  <ul class="findings">
+  {% for finding in diagnosis %}
+    <li class="{{ finding.kind }}"><b>{{ finding.title }}</b>
+      <p>{{ finding.text }}</p>
+      <p class="advice">Next: {{ finding.advice }}</p></li>
+  {% endfor %}
+  </ul>
+  <p class="hint">Read off the curves with fixed thresholds (cnnlab.report.diagnosis): hints,
+  not a verdict.</p>
+  {% endif %}
   {% else %}<p class="hint">No training history recorded (history.csv).</p>{% endif %}
 </section>
 {% endif %}
@@ -156,6 +175,30 @@ TEMPLATE = """<!DOCTYPE html>
   {% endfor %}
   </div>
   {% else %}<p class="hint">Every test image was classified correctly.</p>{% endif %}
+</section>
+{% endif %}
+
+{% if evaluations %}
+<section id="evaluations">
+  <h2>Evaluations</h2>
+  <p class="hint">Evaluated after the run by <code>cnnlab evaluate</code> (in
+  evaluations/&lt;name&gt;/ of the run folder); the run's own metrics above are unchanged.</p>
+  <table>
+    <thead><tr><th>name</th><th class="text">data (source, split)</th>
+      <th class="text">augmentation</th><th>TTA</th><th>images</th><th>accuracy</th>
+      <th>loss</th><th>macro F1</th><th class="text">created</th></tr></thead>
+    <tbody>{% for row in evaluations %}
+      <tr><td>{{ row.name }}</td>
+        <td class="text source">{{ row.source }}, {{ row.split }}
+          {%- if row.same_data %} (the run's own){% endif %}</td>
+        <td class="text">{{ row.augment }}</td><td>{{ row.tta }}</td><td>{{ row.images }}</td>
+        <td>{{ row.accuracy }}</td><td>{{ row.loss }}</td><td>{{ row.f1 }}</td>
+        <td class="text when">{{ row.created }}</td></tr>
+    {% endfor %}</tbody>
+  </table>
+  {% for row in evaluations if row.absent %}
+  <p class="hint">{{ row.name }}: no images of {{ row.absent | join(", ") }}.</p>
+  {% endfor %}
 </section>
 {% endif %}
 

@@ -11,12 +11,13 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, TypeGuard
 
 import numpy as np
 
 from cnnlab.report import figures
-from cnnlab.runfiles import SPLIT_ORDER, RunFiles, has_values, mapping
+from cnnlab.runfiles import SPLIT_ORDER, Evaluation, RunFiles, has_values, mapping
 
 MAX_MISCLASSIFIED = 32  # a screenful; the full list is in predictions.csv
 TOP_K = re.compile(r"^top_(\d+)_accuracy$")
@@ -193,6 +194,40 @@ def misclassified_tiles(wrong: Misclassified | None) -> dict[str, Any] | None:
         for image, true, pred, conf, path in shown
     ]
     return {"tiles": tiles, "total": total}
+
+
+def evaluations_table(run: RunFiles) -> list[dict[str, Any]]:
+    """One row per `cnnlab evaluate` of the run: which data, how, and its numbers."""
+    return [_evaluation_row(evaluation) for evaluation in run.evaluations]
+
+
+def _evaluation_row(evaluation: Evaluation) -> dict[str, Any]:
+    info, metrics = evaluation.info, evaluation.metrics
+    augment = str(info.get("augment") or "none")
+    absent = info.get("classes_absent")
+    return {
+        "name": evaluation.name,
+        "source": str(info.get("source") or MISSING),
+        "split": str(info.get("split") or MISSING),
+        "same_data": info.get("same_data") is True,
+        "augment": "train (the run's own)" if augment == "train" else augment,
+        "tta": _yes_no(info.get("tta")) or MISSING,
+        "images": count(info.get("images")),
+        "accuracy": percent(metrics.get("accuracy")),
+        "loss": decimal(metrics.get("loss")),
+        "f1": decimal(mapping(metrics.get("macro_avg")).get("f1"), 3),
+        "created": _moment(info.get("created")),
+        "absent": [str(c) for c in absent] if isinstance(absent, list) else [],
+    }
+
+
+def _moment(value: Any) -> str:
+    """An ISO timestamp to the minute, "2026-12-01 12:00 UTC"; anything else as it is."""
+    try:
+        moment = datetime.fromisoformat(str(value))
+    except ValueError:
+        return str(value) if value else MISSING
+    return f"{moment:%Y-%m-%d %H:%M} {moment.tzname() or ''}".rstrip()
 
 
 def data_section(run: RunFiles) -> dict[str, Any] | None:

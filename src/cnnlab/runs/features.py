@@ -53,6 +53,7 @@ from cnnlab.runs.skeleton import (
     begin,
     data_config,
     eval_batches,
+    evaluated,
     finish,
     image_batches,
     sized_for,
@@ -113,7 +114,7 @@ def run_features(
     )
     source.normalization.save(folder.file(runfiles.NORMALIZATION))
     clock = time.perf_counter()
-    features = extract_splits(source, data, cfg, run.device)
+    features = extract_splits(source, data, cfg, run.device, only=evaluated(data, cfg))
     timings["extract_s"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
@@ -269,10 +270,12 @@ def extract_splits(
 def evaluate_splits(
     classifier: Pipeline, features: dict[str, np.ndarray], data: Data, top_k: int
 ) -> tuple[dict[str, Any], Predicted]:
-    """Metrics of every split, and the probabilities of val and test for predictions.csv."""
+    """Metrics of every split with features, and the probabilities of val and test for
+    predictions.csv."""
     metrics: dict[str, Any] = {}
     predicted: Predicted = {}
-    for name, split in data.splits.items():
+    for name in features:
+        split = data.splits[name]
         classifiers = sklearn_classifiers()
         probabilities = classifiers.probabilities_of(classifier, features[name], data.num_classes)
         loss = classifiers.log_loss(split.labels, probabilities)

@@ -57,6 +57,13 @@ class RunFolder:
                 f"--resume: {path} was run with a different configuration ({', '.join(changed)}); "
                 "resume with the same settings (only train.epochs may change), or start a new run"
             )
+        finished = (path / runfiles.METRICS).is_file() and saved.train.epochs == cfg.train.epochs
+        if finished and saved.evaluate != cfg.evaluate:
+            raise ConfigError(
+                f"--resume: {path} is finished; evaluating it again with other evaluate.* "
+                "settings would replace its metrics. `cnnlab evaluate RUN` (e.g. --tta) keeps "
+                f"a new evaluation in {path / runfiles.EVALUATIONS} beside them"
+            )
         return cls(path)
 
     def file(self, name: str) -> Path:

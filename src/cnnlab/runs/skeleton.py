@@ -123,6 +123,11 @@ def eval_batches(
     )
 
 
+def evaluated(data: Data, cfg: Experiment) -> list[str]:
+    """The splits a run evaluates: all of them, less test when evaluate.test is false."""
+    return [name for name in data.splits if cfg.evaluate.test or name != "test"]
+
+
 def image_batches(images: np.ndarray, cfg: Experiment, device: torch.device) -> DeviceBatches:
     """New, unlabelled uint8 (N, C, H, W) images in evaluation batches, in their order (the
     batches carry zero labels, which prediction never reads)."""

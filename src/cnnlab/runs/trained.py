@@ -26,6 +26,7 @@ from cnnlab.runs.skeleton import (
     begin,
     data_config,
     eval_batches,
+    evaluated,
     finish,
     image_batches,
 )
@@ -186,7 +187,8 @@ def evaluate_all(
     """Metrics of every split, and the probabilities of val and test for predictions.csv."""
     metrics: dict[str, Any] = {}
     predicted: Predicted = {}
-    for name, split in data.splits.items():
+    for name in evaluated(data, cfg):
+        split = data.splits[name]
         result = split_inference(trainee, data, name, cfg, device)
         assert result.predictions is not None
         probabilities = result.predictions.numpy()

@@ -1,0 +1,205 @@
+"""`cnnlab study STUDY.yaml`: expand, run (skipping finished runs, resuming interrupted ones),
+cross-evaluate, summarise, and write study.json, study.html and the paper tables.
+
+    result = run_study("examples/s1_study.yaml", jobs=2)
+    result.failures   # [] when every run and evaluation finished
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from cnnlab import runfiles
+from cnnlab.errors import CnnlabError, ConfigError
+from cnnlab.runs.evaluation import EvaluationSpec, evaluate_run, find_evaluation
+from cnnlab.study.collect import read_records, scores_of, study_record
+from cnnlab.study.execute import Outcome, execute
+from cnnlab.study.ladder import FINAL_TEST, climb
+from cnnlab.study.spec import Cell, EvaluationSet, Study, load_study
+
+STUDY_JSON = "study.json"
+
+
+@dataclass
+class StudyResult:
+    folder: Path
+    record: dict[str, Any]  # study.json
+    files: list[Path]  # what the study wrote besides the run folders
+
+    @property
+    def failures(self) -> list[dict[str, Any]]:
+        return list(self.record["failures"])
+
+
+def run_study(
+    path: str | Path,
+    jobs: int | None = None,
+    overrides: Sequence[str] = (),
+    console: Console | None = None,
+) -> StudyResult:
+    study = load_study(path, list(overrides))
+    say = console or Console(quiet=True)
+    session = _Session(study, jobs or study.spec.jobs, say)
+    say.print(f"Study folder: {study.folder}", highlight=False)
+    if study.spec.ladder is not None:
+        cells, ladder = climb(study.spec.ladder, {}, session.run_cells)
+        ladder["final"]["test"] = session.final_test(ladder["final"]["cell"])
+    else:
+        cells, ladder = study.cells(), None
+        session.run_cells(cells)
+    records = read_records(session.outcomes, list(study.spec.evaluate_on))
+    record = study_record(study, [(c.name, c.overrides) for c in cells], records, ladder)
+    record["failures"] += session.problems
+    return StudyResult(study.folder, record, write_study(record, study.folder))
+
+
+def write_study(record: dict[str, Any], folder: Path) -> list[Path]:
+    from cnnlab.study.page import write_study_html
+    from cnnlab.study.paper import write_paper_tables
+
+    folder.mkdir(parents=True, exist_ok=True)
+    runfiles.write_json(folder / STUDY_JSON, record)
+    return [
+        folder / STUDY_JSON,
+        write_study_html(record, folder),
+        *write_paper_tables(record, folder),
+    ]
+
+
+class _Session:
+    """The runs of one invocation, as the cells come (all at once in a grid, step by step in
+    a ladder), each followed by its evaluations."""
+
+    def __init__(self, study: Study, jobs: int, console: Console):
+        self.study, self.jobs, self.console = study, jobs, console
+        self.outcomes: list[Outcome] = []
+        self.problems: list[dict[str, Any]] = []  # evaluations that failed
+        self.unreported: set[Path] = set()  # runs with evaluations their report lacks
+
+    def _rewrite_report(self, outcome: Outcome) -> None:
+        """Once per run, however many evaluations it gained."""
+        from cnnlab.runs.finished import FinishedRun
+        from cnnlab.runs.rerender import rewrite_report
+
+        folder = outcome.planned.folder
+        if folder in self.unreported:
+            rewrite_report(FinishedRun.open(folder))
+            self.unreported.discard(folder)
+
+    def run_cells(self, cells: list[Cell]) -> dict[str, list[float]]:
+        """Run the cells' seeds; per cell, the ladder's validation metric of each seed."""
+        plans = [planned for cell in cells for planned in self.study.plan(cell)]
+        outcomes = execute(plans, self.jobs, self._progress)
+        self.outcomes += outcomes
+        for outcome in outcomes:
+            if outcome.ok:
+                for name, evaluation in self.study.spec.evaluate_on.items():
+                    self._evaluate(outcome, name, _spec_of(evaluation))
+                self._rewrite_report(outcome)
+        return {cell.name: self._validation(cell, outcomes) for cell in cells}
+
+    def final_test(self, cell: str) -> dict[str, Any]:
+        """The ladder's final configuration on test, once per seed (as evaluations/test)."""
+        from cnnlab.study import stats
+
+        values = []
+        for outcome in self.outcomes:
+            if outcome.planned.cell == cell and outcome.ok:
+                metrics = self._evaluate(outcome, FINAL_TEST, EvaluationSpec(split="test"))
+                self._rewrite_report(outcome)
+                values.append(metrics["accuracy"] if metrics else math.nan)
+        finite = [v for v in values if math.isfinite(v)]
+        return {
+            "metric": "accuracy",
+            "summary": stats.summarize(finite).to_json(),
+            "values": values,
+        }
+
+    def _validation(self, cell: Cell, outcomes: list[Outcome]) -> list[float]:
+        ladder = self.study.spec.ladder
+        if ladder is None:
+            return []
+        metric = ladder.metric.removeprefix("val_")
+        values = []
+        for outcome in outcomes:
+            if outcome.planned.cell != cell.name:
+                continue
+            split = _metrics(outcome.planned.folder).get("val") if outcome.ok else None
+            if outcome.ok and split is None:
+                raise ConfigError(
+                    f"ladder: {outcome.planned.folder} has no validation split to choose on; "
+                    "set data.validation_split in the experiment"
+                )
+            values.append(scores_of(split)[metric] if split else math.nan)
+        return values
+
+    def _evaluate(self, outcome: Outcome, name: str, spec: EvaluationSpec) -> dict | None:
+        """The run's evaluation `name` (made now, or found from an earlier invocation)."""
+        folder = outcome.planned.folder
+        where = f"{outcome.planned.cell} seed {outcome.planned.seed}: evaluation {name}"
+        found = find_evaluation(folder, name)
+        try:
+            if found is None:
+                self.unreported.add(folder)
+                return evaluate_run(folder, spec, name, report=False).metrics
+            if any(found.get(key) != value for key, value in _identity(spec).items()):
+                raise ConfigError(
+                    f"{folder / runfiles.EVALUATIONS / name} was made with other settings; "
+                    "delete it to evaluate again, or rename the evaluation set"
+                )
+        except CnnlabError as err:
+            self.problems.append(
+                {
+                    "cell": outcome.planned.cell,
+                    "seed": outcome.planned.seed,
+                    "error": f"{where}: {err}",
+                }
+            )
+            self.console.print(f"[red]failed[/] {where}: {err}", highlight=False)
+            return None
+        return _metrics(folder / runfiles.EVALUATIONS / name)
+
+    def _progress(self, outcome: Outcome, done: int, total: int) -> None:
+        planned = outcome.planned
+        head = f"[{done}/{total}] {planned.cell} seed {planned.seed}:"
+        if not outcome.ok:
+            self.console.print(f"{head} [red]failed[/]: {outcome.error}", highlight=False)
+            return
+        metrics = _metrics(planned.folder)
+        split = next((s for s in ("test", "val") if s in metrics), None)
+        score = f"  {split} accuracy {metrics[split]['accuracy']:.4f}" if split else ""
+        took = "" if outcome.status == "skipped" else f" in {outcome.seconds:.1f} s"
+        words = {"skipped": "finished before", "resumed": "resumed and finished"}
+        self.console.print(
+            f"{head} {words.get(outcome.status, 'finished')}{took}{score}", highlight=False
+        )
+
+
+def _spec_of(evaluation: EvaluationSet) -> EvaluationSpec:
+    return EvaluationSpec(**evaluation.model_dump())
+
+
+def _identity(spec: EvaluationSpec) -> dict[str, Any]:
+    """What must match for an earlier evaluation to stand for this one."""
+    fields = asdict(spec)
+    identity = {k: fields[k] for k in ("augment", "tta", "label_pattern", "labels_csv")}
+    if spec.split is not None:
+        identity["split"] = spec.split
+    if spec.data is not None:
+        identity["source"] = spec.data
+    return identity
+
+
+def _metrics(folder: Path) -> dict[str, Any]:
+    try:
+        loaded = json.loads((folder / runfiles.METRICS).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
