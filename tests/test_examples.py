@@ -5,12 +5,14 @@ from pathlib import Path
 
 import pytest
 
-from cnnlab.config_io import load_experiment
+from cnnlab.config_io import load_experiment, read_yaml
 from cnnlab.models import model_from_config
 from cnnlab.runs.skeleton import data_config
 
 ROOT = Path(__file__).resolve().parents[1]
-EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
+# study files name their base experiment (`experiment:`); the rest are experiments
+STUDIES = sorted(p for p in (ROOT / "examples").glob("*.yaml") if "experiment" in read_yaml(p))
+EXAMPLES = sorted(set((ROOT / "examples").glob("*.yaml")) - set(STUDIES))
 
 
 def test_there_is_an_example_per_from_scratch_report_model():
@@ -46,3 +48,20 @@ def test_readme_experiment_block_is_a_valid_experiment(tmp_path):
     config = tmp_path / "readme.yaml"
     config.write_text(block, encoding="utf-8")
     assert load_experiment(config).model.name == "carlosnet"
+
+
+def test_there_is_a_study_example_per_seed_comparison():
+    assert {p.name for p in STUDIES} >= {"s1_study.yaml", "s2_optimizers.yaml", "s3_ladder.yaml"}
+
+
+@pytest.mark.parametrize("path", STUDIES, ids=lambda p: p.name)
+def test_study_example_expands_into_valid_runs(path):
+    from cnnlab.study.ladder import check_steps
+    from cnnlab.study.spec import load_study
+
+    study = load_study(path)
+    if study.is_ladder:
+        check_steps(study)
+        return
+    runs = [planned for cell in study.cells() for planned in study.plan(cell)]  # validated
+    assert len(runs) == len(study.cells()) * len(study.spec.seeds) > 1

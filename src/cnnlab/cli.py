@@ -293,7 +293,7 @@ def study(
         None, "--jobs", min=1, help="Runs at once, in separate processes (default: the file's)."
     ),
     set_: list[str] = typer.Option(
-        [], "--set", help="Override a key of the base experiment: --set train.epochs=3"
+        [], "--set", help="Override a key of every run, over the cells: --set train.epochs=3"
     ),
 ) -> None:
     """Run a study (matrix, variants or ladder, over seeds): finished runs are skipped,

@@ -84,6 +84,10 @@ class DataConfig(Section):
     validation_split: SplitFraction | None = None
     # None: use a test/ part when the source has one, else no test split.
     test_split: SplitFraction | None = None
+    # At most this many images per class in each part of the source (train/, val/, test/), the
+    # same ones for every seed (chosen by a hash of their paths): a quick run on a CPU, a study's
+    # subset. None: every image.
+    max_per_class: PositiveInt | None = None
     max_bad_fraction: float = Field(0.05, ge=0.0, le=1.0)  # more unreadable files fail the run
     cache_dir: str | None = None  # None: $CNNLAB_CACHE, else ~/.cache/cnnlab
     ram_budget_mb: PositiveInt = 4096  # larger decoded splits are memory-mapped, not loaded

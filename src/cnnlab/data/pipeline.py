@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import TypeVar, cast
 
 import numpy as np
 
@@ -19,6 +20,8 @@ from cnnlab.data.ingest import FileCheck, check_arrays, check_entries
 from cnnlab.data.sources import scan_files
 from cnnlab.data.split import assign_splits, manifest_csv
 from cnnlab.runfiles import SPLIT_ORDER
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -79,6 +82,9 @@ def examine(cfg: DataConfig, options: DecodeOptions | None) -> Examined:
     if is_array_source(cfg.source):
         return _examine_arrays(cfg, options)
     scan = scan_files(cfg.source, cfg.label_pattern, cfg.labels_csv)
+    if cfg.max_per_class is not None:
+        kept = _per_class(scan.entries, lambda e: (e.split, e.label, e.path), cfg.max_per_class)
+        scan.entries = [scan.entries[i] for i in kept]
     files_key = fingerprint([(e.path, e.stamp) for e in scan.entries])
     cache = DecodeCache(default_cache_root(cfg.cache_dir), files_key)
     budget = cfg.ram_budget_mb * 2**20
@@ -114,9 +120,26 @@ def _examine_arrays(cfg: DataConfig, options: DecodeOptions | None) -> Examined:
             label = str(int(part.labels[index]))
             samples.append(_sample(f"{part.name}#{index}", label, part.split, check))
     pixels = np.stack(rows) if rows else None
+    if cfg.max_per_class is not None:
+        kept = _per_class(samples, lambda s: (s.split, s.label, s.path), cfg.max_per_class)
+        samples = [samples[i] for i in kept]
+        pixels = pixels[kept] if pixels is not None else None
     report = build_report(cfg.source, samples, [], [], [])
     key = fingerprint([(s.path, s.sha256) for s in samples])
     return Examined(samples, report, pixels, key)
+
+
+def _per_class(
+    items: Sequence[T], key: Callable[[T], tuple[str | None, str, str]], limit: int
+) -> list[int]:
+    """Indices of at most `limit` items per (part, class), in their order: those whose paths
+    hash lowest, so the subset does not follow the seed and grows by adding, not replacing."""
+    groups: dict[tuple[str | None, str], list[tuple[str, int]]] = {}
+    for index, item in enumerate(items):
+        part, label, path = key(item)
+        digest = hashlib.sha256(path.encode("utf-8")).hexdigest()
+        groups.setdefault((part, label), []).append((digest, index))
+    return sorted(index for group in groups.values() for _, index in sorted(group)[:limit])
 
 
 def _sample(path: str, label: str, split: str | None, check: FileCheck) -> Sample:

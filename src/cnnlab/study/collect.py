@@ -295,17 +295,21 @@ def mean_curves(runs: list[RunRecord]) -> dict[str, Any]:
         matrix = np.asarray(rows, dtype=float)
         if not rows or np.isnan(matrix).all():
             continue
-        counts = (~np.isnan(matrix)).sum(0)
-        with np.errstate(all="ignore"):
-            mean = np.nanmean(matrix, axis=0) if counts.all() else _nanmean(matrix)
-            std = np.where(counts > 1, np.nanstd(matrix, axis=0, ddof=1), np.nan)
+        mean, std = _mean_std(matrix)
         curves[column] = {"mean": [_json(v) for v in mean], "std": [_json(v) for v in std]}
     return curves
 
 
-def _nanmean(matrix: np.ndarray) -> np.ndarray:
-    total, counts = np.nansum(matrix, axis=0), (~np.isnan(matrix)).sum(0)
-    return np.where(counts > 0, total / np.maximum(counts, 1), np.nan)
+def _mean_std(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per column, the mean and sample std of the values that are there (NaN: none, or one
+    value for the std), without numpy's warnings about empty columns."""
+    present = ~np.isnan(matrix)
+    counts = present.sum(0)
+    values = np.where(present, matrix, 0.0)
+    mean = np.where(counts > 0, values.sum(0) / np.maximum(counts, 1), np.nan)
+    squares = np.where(present, (matrix - mean) ** 2, 0.0).sum(0)
+    std = np.where(counts > 1, np.sqrt(squares / np.maximum(counts - 1, 1)), np.nan)
+    return mean, std
 
 
 def _means(curves: dict[str, Any]) -> dict[str, list[float]]:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cnnlab.study import stats
-from cnnlab.study.spec import BASELINE, Cell, Ladder
+from cnnlab.study.spec import BASELINE, Cell, Ladder, Study
 
 HOLD_OUT_TEST = {"evaluate.test": False}
 FINAL_TEST = "test"  # the final configuration's evaluation name
@@ -44,6 +44,18 @@ def decide(
         f"mean {metric} {new:.4f} vs {old:.4f}: {better:+.4f} {verdict} min_delta {min_delta:g}"
     )
     return Decision(adopted, better, reason)
+
+
+def check_steps(study: Study) -> None:
+    """Every step's overrides checked before the first run: alone on the base and all
+    together (which steps combine depends on the decisions, which come hours later)."""
+    assert study.spec.ladder is not None
+    steps = study.spec.ladder.steps
+    together: dict[str, Any] = {}
+    for step in steps:
+        study.experiment(Cell(step.name, {**step.set, **HOLD_OUT_TEST}), 0)
+        together |= step.set
+    study.experiment(Cell("+".join(s.name for s in steps), {**together, **HOLD_OUT_TEST}), 0)
 
 
 # (cells to run) -> per cell name, the validation metric of each seed (NaN where one failed)

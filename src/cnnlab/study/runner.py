@@ -21,7 +21,7 @@ from cnnlab.errors import CnnlabError, ConfigError
 from cnnlab.runs.evaluation import EvaluationSpec, evaluate_run, find_evaluation
 from cnnlab.study.collect import read_records, scores_of, study_record
 from cnnlab.study.execute import Outcome, execute
-from cnnlab.study.ladder import FINAL_TEST, climb
+from cnnlab.study.ladder import FINAL_TEST, check_steps, climb
 from cnnlab.study.spec import Cell, EvaluationSet, Study, load_study
 
 STUDY_JSON = "study.json"
@@ -49,6 +49,7 @@ def run_study(
     session = _Session(study, jobs or study.spec.jobs, say)
     say.print(f"Study folder: {study.folder}", highlight=False)
     if study.spec.ladder is not None:
+        check_steps(study)
         cells, ladder = climb(study.spec.ladder, {}, session.run_cells)
         ladder["final"]["test"] = session.final_test(ladder["final"]["cell"])
     else:

@@ -108,6 +108,7 @@ class Study:
     spec: StudyFile
     base: dict[str, Any]  # the experiment, as a raw mapping with the study's `set` applied
     folder: Path  # <output.dir>/<name>
+    forced: tuple[tuple[str, Any], ...] = ()  # `--set` overrides: over every cell's own values
 
     @property
     def is_ladder(self) -> bool:
@@ -145,12 +146,15 @@ class Study:
         raw = copy.deepcopy(self.base)
         for key, value in cell.overrides.items():
             _set(raw, key, value, f"{self.path}: cell {cell.name}")
+        for key, value in self.forced:
+            _set(raw, key, value, "--set")
         raw["seed"] = seed
         return validate(raw, Experiment, source=f"{self.path}: cell {cell.name}, seed {seed}")
 
 
 def load_study(path: str | Path, overrides: list[str] | None = None) -> Study:
-    """The study in `path`; `overrides` (`key=value`) change its base experiment, as `--set`."""
+    """The study in `path`; `overrides` (`key=value`, as `--set`) change every run, over the
+    cells' own values (`--set train.epochs=3` shortens them all)."""
     path = Path(path)
     spec = validate(read_yaml(path), StudyFile, source=str(path))
     if spec.ladder is not None and (spec.matrix or spec.variants):
@@ -166,11 +170,13 @@ def load_study(path: str | Path, overrides: list[str] | None = None) -> Study:
     base = _base_experiment(path, spec)
     for key, value in spec.set.items():
         _set(base, key, value, f"{path}: set")
-    for item in overrides or []:
-        _set(base, *parse_override(item), "--set")
-    checked = validate(base, Experiment, source=f"{path}: experiment")
+    forced = tuple(parse_override(item) for item in overrides or [])
+    forced_base = copy.deepcopy(base)
+    for key, value in forced:
+        _set(forced_base, key, value, "--set")
+    checked = validate(forced_base, Experiment, source=f"{path}: experiment")
     name = spec.name or path.stem
-    return Study(name, path, spec, base, checked.output.dir / name)
+    return Study(name, path, spec, base, checked.output.dir / name, forced)
 
 
 def _base_experiment(path: Path, spec: StudyFile) -> dict[str, Any]:
@@ -195,7 +201,11 @@ def _set(raw: dict[str, Any], key: str, value: Any, where: str) -> None:
 
 def _label(key: str, value: Any, values: list[Any]) -> str:
     """A matrix value as a word of a cell's name: the value itself when it is short and plain,
-    else the key's last part and the value's position (`optimizer2`)."""
+    a section's `name` (`adam`), else the key's last part and the value's position
+    (`optimizer2`)."""
+    names = [v.get("name") for v in values if isinstance(v, dict)]
+    if isinstance(value, dict) and names.count(value.get("name")) == 1:
+        value = value["name"]
     text = "none" if value is None else str(value).lower()
     if isinstance(value, str | int | float | bool | None) and re.fullmatch(r"[\w.+-]{1,24}", text):
         return text
