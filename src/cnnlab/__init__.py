@@ -7,6 +7,8 @@ The public API, for notebooks and scripts (the CLI calls the same functions):
     cfg = cnnlab.load_experiment("examples/s1_carlosnet.yaml", ["train.epochs=2"])
     result = cnnlab.run(cfg)                      # a new folder under runs/
     finished = cnnlab.load_run(result.folder)     # config, classes, model, metrics, predictions
+    cnnlab.evaluate_run(result.folder, cnnlab.EvaluationSpec(augment="s1"))  # evaluations/
+    study = cnnlab.run_study("examples/s1_study.yaml", jobs=2)   # study.html, study.json, ...
     model = cnnlab.build_model("carlosnet", (128, 128, 1), 6)
 
 Imports are lazy: `import cnnlab` loads neither torch nor the data pipeline until one of these
@@ -35,6 +37,10 @@ _EXPORTS = {
     "FinishedRun": "cnnlab.runs",
     "RunFolder": "cnnlab.runs",
     "RunResult": "cnnlab.runs",
+    "evaluate_run": "cnnlab.runs.evaluation",
+    "EvaluationSpec": "cnnlab.runs.evaluation",
+    "run_study": "cnnlab.study.runner",
+    "compare": "cnnlab.study.compare",
     "Callback": "cnnlab.train.callbacks",
     "TrainState": "cnnlab.train.callbacks",
 }
@@ -44,6 +50,7 @@ __all__ = [
     "CnnlabError",
     "ConfigError",
     "DataError",
+    "EvaluationSpec",
     "Experiment",
     "FinishedRun",
     "RunFolder",
@@ -51,10 +58,13 @@ __all__ = [
     "TrainState",
     "__version__",
     "build_model",
+    "compare",
+    "evaluate_run",
     "load_experiment",
     "load_run",
     "model_from_config",
     "run",
+    "run_study",
 ]
 
 if TYPE_CHECKING:
@@ -63,6 +73,9 @@ if TYPE_CHECKING:
     from cnnlab.errors import CnnlabError, ConfigError, DataError
     from cnnlab.models import MODELS, build_model, model_from_config
     from cnnlab.runs import FinishedRun, RunFolder, RunResult, load_run, run
+    from cnnlab.runs.evaluation import EvaluationSpec, evaluate_run
+    from cnnlab.study.compare import compare
+    from cnnlab.study.runner import run_study
     from cnnlab.train.callbacks import Callback, TrainState
 
 
