@@ -316,6 +316,27 @@ def study(
 
 @app.command()
 @user_errors
+def kfold(
+    config: Path = typer.Argument(..., help="Experiment YAML file."),
+    folds: int = typer.Option(5, "--folds", min=2, help="Folds of the training pool."),
+    set_: list[str] = typer.Option([], "--set", help="Override a key: --set train.epochs=5"),
+    output: Path | None = typer.Option(None, help="Parent folder (default: output.dir)."),
+    jobs: int = typer.Option(1, "--jobs", min=1, help="Folds at once, in separate processes."),
+) -> None:
+    """Stratified K-fold cross-validation: one ordinary run per fold (train+val in K folds),
+    then mean ± std over the folds; a rerun skips finished folds."""
+    from cnnlab.study.kfold import run_kfold
+
+    result = run_kfold(config, folds, set_, output, jobs, console=out)
+    for line in result.lines():
+        out.print(line, highlight=False, markup=False)
+    out.print(f"Wrote {result.folder}", highlight=False, markup=False)
+    if result.failures:
+        raise typer.Exit(1)
+
+
+@app.command()
+@user_errors
 def serve(
     run_folder: Path = typer.Argument(..., metavar="RUN", help="A finished run's folder."),
     port: int = typer.Option(8000, min=0, max=65535, help="Port to listen on (0: any free one)."),

@@ -84,6 +84,11 @@ class DataConfig(Section):
     validation_split: SplitFraction | None = None
     # None: use a test/ part when the source has one, else no test split.
     test_split: SplitFraction | None = None
+    # K-fold cross-validation (`cnnlab kfold`): the training pool (train and val parts) in
+    # `folds` stratified folds, the same for every fold's run of one seed; fold `fold` is the
+    # validation split. None: no folds.
+    folds: Annotated[int, Field(ge=2)] | None = None
+    fold: NonNegativeInt = 0
     # At most this many images per class in each part of the source (train/, val/, test/), the
     # same ones for every seed (chosen by a hash of their paths): a quick run on a CPU, a study's
     # subset. None: every image.
@@ -115,6 +120,18 @@ class DataConfig(Section):
     def _one_labelling(self) -> DataConfig:
         if self.label_pattern and self.labels_csv:
             raise ValueError("set either label_pattern or labels_csv, not both")
+        if self.folds is not None:
+            if self.fold >= self.folds:
+                raise ValueError(
+                    f"data.fold: {self.fold}, but folds are numbered 0 to {self.folds - 1}"
+                )
+            if self.validation_split is not None:
+                raise ValueError(
+                    "data.validation_split: with data.folds, the validation split is fold "
+                    "data.fold of the training pool; remove data.validation_split"
+                )
+        elif self.fold:
+            raise ValueError("data.fold: needs data.folds (the number of folds), e.g. 5")
         held_out = (self.validation_split or 0.0) + (self.test_split or 0.0)
         if held_out >= 1.0:
             raise ValueError(

@@ -233,3 +233,15 @@ def test_the_ladder_adopts_what_helps_rejects_what_does_not_and_tests_once(tmp_p
     ]
     assert ladder["final"]["test"]["values"] == final
     assert [t["split"] for t in result.record["tables"]] == ["val"] * 3  # choices on val only
+
+
+def test_jobs_run_cells_in_separate_processes_with_the_same_results_files(tmp_path):
+    path = write_study(tmp_path, matrix={"train.optimizer.name": ["adam", "sgd"]}, jobs=2)
+    result = CliRunner().invoke(
+        app, ["study", str(path)], env={"CNNLAB_CACHE": str(tmp_path / "c")}
+    )
+    assert result.exit_code == 0, result.output
+    for cell in ("adam", "sgd"):
+        run = tmp_path / "runs" / "digits" / cell / "seed0"
+        assert json.loads((run / "metrics.json").read_text())["test"]["accuracy"] > 0
+    assert result.output.count("finished in") == 2

@@ -18,7 +18,7 @@ from cnnlab.data.decode import DecodeOptions
 from cnnlab.data.health import HealthReport, Sample, build_report
 from cnnlab.data.ingest import FileCheck, check_arrays, check_entries
 from cnnlab.data.sources import scan_files
-from cnnlab.data.split import assign_splits, manifest_csv
+from cnnlab.data.split import assign_fold, assign_splits, manifest_csv
 from cnnlab.runfiles import SPLIT_ORDER
 
 T = TypeVar("T")
@@ -166,6 +166,8 @@ def load_data(cfg: DataConfig, seed: int) -> Data:
     classes = sorted(found.report.classes, key=_natural)
     index_of = {name: k for k, name in enumerate(classes)}
     splits = assign_splits(samples, cfg.validation_split, cfg.test_split, seed)
+    if cfg.folds is not None:
+        splits = assign_fold(samples, splits, cfg.folds, cfg.fold, seed)
     manifest = manifest_csv(samples, splits)
     result: dict[str, Split] = {}
     for name in SPLIT_ORDER:

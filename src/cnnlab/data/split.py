@@ -73,6 +73,34 @@ def _carve(samples: Sequence[Sample], pool: list[int], fraction: float, rng) -> 
     return chosen
 
 
+def assign_fold(
+    samples: Sequence[Sample], splits: Sequence[str], folds: int, fold: int, seed: int
+) -> list[str]:
+    """K-fold cross-validation: the training pool (train and val) dealt into `folds` folds,
+    class by class, in groups of identical files; fold `fold` is val, the others train. The
+    folds follow the seed alone, so the K runs of one seed see the same folds."""
+    pool = [i for i, split in enumerate(splits) if split in ("train", "val")]
+    pool.sort(key=lambda i: samples[i].path)
+    groups: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
+    for i in pool:
+        groups[samples[i].label][samples[i].sha256 or samples[i].path].append(i)
+    rng = np.random.default_rng([seed, folds])  # its own stream: the test carve stays as it was
+    result = list(splits)
+    dealt = 0  # dealing continues across classes, so the folds' sizes differ by one at most
+    for label in sorted(groups):
+        members = list(groups[label].values())
+        if len(members) < folds:
+            raise ConfigError(
+                f"data.folds: class {label!r} has {len(members)} distinct images in the training "
+                f"pool, fewer than {folds} folds; lower data.folds"
+            )
+        for k in rng.permutation(len(members)):
+            for i in members[k]:
+                result[i] = "val" if dealt % folds == fold else "train"
+            dealt += 1
+    return result
+
+
 def manifest_csv(samples: Sequence[Sample], splits: Sequence[str]) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
