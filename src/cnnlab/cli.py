@@ -337,6 +337,24 @@ def kfold(
 
 @app.command()
 @user_errors
+def auto(
+    folder: str = typer.Argument(..., help="A folder (or .zip) of class folders of images."),
+    time_budget: str = typer.Option("10m", "--time", help="Budget for everything: 90s, 10m, 1h."),
+    quality: str = typer.Option("fast", help="fast (128x128 inputs) or best (224x224)."),
+    output: Path = typer.Option(Path("runs"), help="Parent folder of the auto folder."),
+) -> None:
+    """From a folder to a verdict: health check, split, a features baseline, a fine-tuned
+    EfficientNet-Lite0 within the time budget, their comparison; writes the YAML it used."""
+    from cnnlab.errors import ConfigError
+    from cnnlab.study.auto import parse_duration, run_auto
+
+    if quality not in ("fast", "best"):
+        raise ConfigError(f"--quality {quality}: choose fast or best")
+    run_auto(folder, parse_duration(time_budget), quality, output, console=out)  # type: ignore[arg-type]
+
+
+@app.command()
+@user_errors
 def serve(
     run_folder: Path = typer.Argument(..., metavar="RUN", help="A finished run's folder."),
     port: int = typer.Option(8000, min=0, max=65535, help="Port to listen on (0: any free one)."),
