@@ -116,7 +116,12 @@ def study_record(
     seeds = list(spec.seeds)
     by_cell = {name: [r for r in records if r.cell == name] for name, _ in cells}
     splits = [s for s in ("test", "val") if any(s in r.scores for r in records)]
-    splits += [name for name in spec.evaluate_on if any(name in r.scores for r in records)]
+    # an evaluation set named like a split (val, test) repeats that split's numbers: one table
+    splits += [
+        name
+        for name in spec.evaluate_on
+        if name not in splits and any(name in r.scores for r in records)
+    ]
     tables = [
         comparison_table(by_cell, seeds, split, metric, title, higher, spec.statistics)
         for split in splits

@@ -99,11 +99,20 @@ class _Session:
         plans = [planned for cell in cells for planned in self.study.plan(cell)]
         outcomes = execute(plans, self.jobs, self._progress)
         self.outcomes += outcomes
-        for outcome in outcomes:
-            if outcome.ok:
-                for name, evaluation in self.study.spec.evaluate_on.items():
-                    self._evaluate(outcome, name, _spec_of(evaluation))
-                self._rewrite_report(outcome)
+        evaluated = [o for o in outcomes if o.ok] if self.study.spec.evaluate_on else []
+        for done, outcome in enumerate(evaluated, start=1):
+            scores = {
+                name: self._evaluate(outcome, name, _spec_of(evaluation))
+                for name, evaluation in self.study.spec.evaluate_on.items()
+            }
+            self._rewrite_report(outcome)
+            shown = "  ".join(f"{k} {v['accuracy']:.4f}" for k, v in scores.items() if v)
+            planned = outcome.planned
+            self.console.print(
+                f"[{done}/{len(evaluated)}] evaluated {planned.cell} seed {planned.seed}: "
+                f"accuracy {shown}",
+                highlight=False,
+            )
         return {cell.name: self._validation(cell, outcomes) for cell in cells}
 
     def final_test(self, cell: str) -> dict[str, Any]:
