@@ -108,6 +108,34 @@ def augment_preview(
     out.print(f"Wrote {out_path}: {images} images x {versions} augmented versions")
 
 
+@app.command("lr-find")
+@user_errors
+def lr_find(
+    config: Path = typer.Argument(..., help="Experiment YAML file."),
+    set_: list[str] = typer.Option([], "--set", help="Override a key: --set train.batch_size=64"),
+    out_path: Path = typer.Option(Path("lr_find.png"), "--out", help="Where to write the plot."),
+    steps: int = typer.Option(200, min=10, help="Most training steps of the sweep."),
+    start: float = typer.Option(1e-7, help="The first step's learning rate."),
+    end: float = typer.Option(10.0, help="The last step's learning rate."),
+) -> None:
+    """Sweep the learning rate exponentially over the experiment's first training steps (its
+    data, augmentation, model and optimiser), stop when the loss diverges, and suggest an lr:
+    what train.optimizer.lr: auto uses. Writes the loss-against-lr plot; nothing else."""
+    from cnnlab.atomic import atomic_path
+    from cnnlab.config_io import load_experiment
+    from cnnlab.runs.preflight import lr_find as sweep
+    from cnnlab.train.lr_find import plot
+
+    result, batch_size, auto = sweep(load_experiment(config, set_), steps, start, end)
+    with atomic_path(out_path) as temp:
+        temp.write_bytes(plot(result))
+    chosen = f" (auto: {auto['rule']})" if auto else ""
+    out.print(f"Batch size: {batch_size}{chosen}", highlight=False, markup=False)
+    out.print(result.line(), highlight=False, markup=False)
+    out.print(f"Suggested lr: {result.suggested:.3g}", highlight=False, markup=False)
+    out.print(f"Wrote {out_path}", highlight=False, markup=False)
+
+
 @app.command()
 @user_errors
 def prepare(

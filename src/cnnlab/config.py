@@ -7,6 +7,7 @@ settings carry over one to one. Loading, `--set` overrides and error messages li
 
 from __future__ import annotations
 
+import math
 from fractions import Fraction
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -96,6 +97,9 @@ class DataConfig(Section):
     max_bad_fraction: float = Field(0.05, ge=0.0, le=1.0)  # more unreadable files fail the run
     cache_dir: str | None = None  # None: $CNNLAB_CACHE, else ~/.cache/cnnlab
     ram_budget_mb: PositiveInt = 4096  # larger decoded splits are memory-mapped, not loaded
+    # Training batches: shuffle (a seeded permutation per epoch, Keras's shuffle=True) or
+    # balanced (drawn with replacement, each class equally often; epoch length unchanged).
+    sampler: Literal["shuffle", "balanced"] = "shuffle"
 
     @field_validator("label_pattern")
     @classmethod
@@ -141,6 +145,25 @@ class DataConfig(Section):
         return self
 
 
+class AugMixConfig(Section):
+    """AugMix (Hendrycks et al. 2020) as torchvision's AugMix, each image its own draws."""
+
+    severity: int = Field(default=3, ge=1, le=10)  # magnitudes from bins 0..severity-1 of 10
+    width: PositiveInt = 3  # augmentation chains mixed (torchvision's mixture_width)
+    depth: int = -1  # ops per chain; -1: 1 to 3, drawn per image and chain (the paper's)
+    alpha: PositiveFloat = 1.0  # Dirichlet weights of the chains, Beta weight of the image
+    # torchvision's default; false: the paper's set, without brightness, color, contrast and
+    # sharpness (they overlap ImageNet-C's corruptions, which AugMix is tested on)
+    all_ops: bool = True
+
+    @field_validator("depth")
+    @classmethod
+    def _depth(cls, depth: int) -> int:
+        if depth == 0 or depth < -1:
+            raise _refused("give -1 (1 to 3 at random) or the ops per chain, e.g. 3", depth)
+        return depth
+
+
 class AugmentConfig(Section):
     """Keras ImageDataGenerator's parameters, same names and meanings, plus modern ones.
 
@@ -176,6 +199,13 @@ class AugmentConfig(Section):
     random_erasing: float = Field(default=0.0, ge=0.0, le=1.0)  # probability per image
     mixup_alpha: NonNegativeFloat = 0.0  # Beta(alpha, alpha) mixing weight; 0 = off
     cutmix_alpha: NonNegativeFloat = 0.0  # with mixup too, each batch picks one of them
+    # AutoAugment's learned policy (torchvision's tables): one of its 25 op pairs per image
+    autoaugment: Literal["imagenet", "cifar10", "svhn"] | None = None
+    augmix: AugMixConfig | None = None  # true: torchvision's defaults (those of the paper)
+    # airbench's flip: a coin per image at the start (the seed's), then its mirror image every
+    # other epoch, so any two epochs in a row show every image both ways; instead of
+    # horizontal_flip's fresh coin per image and epoch
+    alternating_flip: bool = False
 
     @model_validator(mode="before")
     @classmethod
@@ -221,6 +251,33 @@ class AugmentConfig(Section):
             raise _refused("randaugment is set too; they are alternatives, remove one of them")
         return on
 
+    @field_validator("augmix", mode="before")
+    @classmethod
+    def _augmix_switch(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            return {} if value else None  # augmix: true, with the defaults
+        return value
+
+    @field_validator("alternating_flip")
+    @classmethod
+    def _one_flip(cls, on: bool, info: ValidationInfo) -> bool:
+        if on and info.data.get("horizontal_flip"):
+            raise _refused(
+                "horizontal_flip is set too (maybe by the preset); alternating_flip replaces its "
+                "random flip: set horizontal_flip: false"
+            )
+        return on
+
+    @field_validator("autoaugment", "augmix")
+    @classmethod
+    def _alone(cls, policy: Any, info: ValidationInfo) -> Any:
+        # each is a whole per-image policy: chaining two applies twice the distortion
+        if policy is not None:
+            for other in ("randaugment", "trivialaugment", "autoaugment"):
+                if other != info.field_name and info.data.get(other) not in (None, False):
+                    raise _refused(f"{other} is set too; they are alternatives, remove one of them")
+        return policy
+
     @field_validator("color_jitter")
     @classmethod
     def _hue(
@@ -248,6 +305,17 @@ class StageConfig(Section):
     batchnorm: Literal["frozen", "train"] = "frozen"
 
 
+class WhitenConfig(Section):
+    """The first Conv2D's kernels from the eigenvectors of the covariance of its patches (C x kh
+    x kw values) of training images, each scaled by 1/sqrt(eigenvalue + eps): outputs with
+    unit, uncorrelated variances. Its filters are those vectors (C x kh x kw of them) or, as
+    airbench's 2x2 conv with 24 filters, the vectors and their negatives (twice as many)."""
+
+    images: PositiveInt = 5000  # airbench's; drawn by the seed from the training split
+    eps: PositiveFloat = 5e-4  # airbench's; keeps near-constant directions from exploding
+    trainable: bool = False  # airbench freezes the kernels (the bias trains)
+
+
 class ModelConfig(Section):
     name: str | None = None  # a registered architecture, e.g. carlosnet
     layers: list[dict[str, Any] | str] | None = None  # or a Keras-style layer list
@@ -266,6 +334,26 @@ class ModelConfig(Section):
     # or a finished run's folder: its network up to the last layer, as a features run's
     # extractor (with a classifier: section), with the run's input size and normalisation
     from_run: str | None = None
+    # airbench's first layer: the first Conv2D's kernels set, at the start of a run, to whiten
+    # its patches of training images (models/whiten.py). true: airbench's settings below.
+    whiten_first_conv: WhitenConfig | None = None
+
+    @field_validator("whiten_first_conv", mode="before")
+    @classmethod
+    def _whiten_switch(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            return {} if value else None
+        return value
+
+    @field_validator("whiten_first_conv")
+    @classmethod
+    def _whitens_own_conv(cls, whiten: WhitenConfig | None, info: ValidationInfo) -> Any:
+        if whiten is not None and (info.data.get("backbone") or info.data.get("from_run")):
+            raise _refused(
+                "sets the first Conv2D of model.name or model.layers; a backbone's has its "
+                "pretrained weights: remove it"
+            )
+        return whiten
 
     @model_validator(mode="after")
     def _one_of(self) -> ModelConfig:
@@ -312,13 +400,113 @@ class ClassifierConfig(Section):
         return self
 
 
+def _positive_or_auto(value: Any, whole: bool, auto_means: str) -> Any:
+    """`auto`, or a finite number above 0 (a whole one when `whole`); the refusal says what the
+    plain number field said, and what auto would do instead."""
+    if value is None or value == "auto":
+        return value
+    expected, or_auto = ("a whole number" if whole else "a number"), f" (or auto: {auto_means})"
+    try:  # float(): YAML reads 1e-3 as text; true is no number
+        number = math.nan if isinstance(value, bool) else float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if math.isnan(number) or (whole and math.isfinite(number) and not number.is_integer()):
+        raise _refused(f"expected {expected}, got {_shown(value)}{or_auto}")
+    if not (0 < number < math.inf):
+        finite = " and finite" if number == math.inf else ""
+        raise _refused(f"must be greater than 0{finite}, got {_shown(value)}{or_auto}")
+    return int(number) if whole else number
+
+
+PARAM_KINDS = ("bias", "batchnorm", "norm")  # train/optim.py's parameter selectors
+
+
+def _selectors(selectors: list[str]) -> list[str]:
+    """Each a kind of parameter or a glob over names such as `conv2d.weight`: a word that is
+    neither can match nothing (every name has a dot), so it is a typo, refused here."""
+    import difflib
+
+    for selector in selectors:
+        if selector in PARAM_KINDS or any(c in selector for c in ".*?["):
+            continue
+        close = difflib.get_close_matches(selector, PARAM_KINDS, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise _refused(
+            f"not a kind of parameter{hint} ({', '.join(PARAM_KINDS)}, or a glob over "
+            "parameter names such as conv2d.* or *.bias)",
+            selector,
+        )
+    return selectors
+
+
+class ParamGroupConfig(Section):
+    """Parameters that train with their own lr and weight decay (a torch param group)."""
+
+    # bias: every bias; batchnorm: BatchNorm's scales and offsets; norm: those of any
+    # normalisation layer; or a glob over parameter names (conv2d.*, as `cnnlab summary` names
+    # the layers). A parameter joins the first group that selects it.
+    params: list[str]
+    lr_scale: PositiveFloat = 1.0  # times train.optimizer.lr (the schedule scales both alike)
+    weight_decay: NonNegativeFloat | None = None  # None: train.optimizer's (0 if in no_decay)
+
+    @field_validator("params")
+    @classmethod
+    def _kinds(cls, selectors: list[str]) -> list[str]:
+        if not selectors:
+            raise _refused("give at least one selector, e.g. [batchnorm]")
+        return _selectors(selectors)
+
+
+class LookaheadConfig(Section):
+    """Lookahead (Zhang et al. 2019), timm's wrapper around the optimiser: every k steps the
+    slow weights move alpha of the way to the fast ones, and training goes on from them."""
+
+    k: PositiveInt = 5  # the paper's
+    alpha: float = Field(default=0.5, gt=0.0, le=1.0)  # the paper's; 1 is the plain optimiser
+
+
 class OptimizerConfig(Section):
     name: Literal["sgd", "rmsprop", "adam", "adamw"] = "rmsprop"  # S2's best
-    lr: PositiveFloat | None = None  # None: Keras's default for the optimiser
+    # None: Keras's default for the optimiser. auto: the learning-rate finder's suggestion
+    # (train/lr_find.py), found before epoch 1 on the first stage, saved in the checkpoint (a
+    # resumed run keeps it) and in manifest.json's lr_find
+    lr: PositiveFloat | Literal["auto"] | None = None
     momentum: NonNegativeFloat = 0.0  # SGD; Keras's default
-    nesterov: bool = False
+    nesterov: bool = False  # SGD's Nesterov momentum (needs momentum > 0)
     weight_decay: NonNegativeFloat | None = None  # None: Keras's (0.004 for AdamW, else 0)
     decay: NonNegativeFloat = 0.0  # Keras's legacy lr / (1 + decay * step)
+    # Parameters that never decay, selected as in groups: [bias, norm] is timm's
+    # param_groups_weight_decay (decay only shrinks what normalisation rescales anyway).
+    # Empty: every parameter decays, as in Keras.
+    no_decay: list[str] = []
+    groups: list[ParamGroupConfig] = []  # e.g. airbench's BatchNorm biases at 64x the lr
+    lookahead: LookaheadConfig | None = None  # true: k 5, alpha 0.5; None: the plain optimiser
+
+    @field_validator("lr", mode="before")
+    @classmethod
+    def _lr(cls, value: Any) -> Any:
+        return _positive_or_auto(value, False, "the learning-rate finder's suggestion")
+
+    @field_validator("no_decay")
+    @classmethod
+    def _no_decay(cls, selectors: list[str]) -> list[str]:
+        return _selectors(selectors)
+
+    @field_validator("lookahead", mode="before")
+    @classmethod
+    def _lookahead_switch(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            return {} if value else None  # lookahead: true, with the paper's k and alpha
+        return value
+
+    @field_validator("nesterov")
+    @classmethod
+    def _nesterov_needs_momentum(cls, on: bool, info: ValidationInfo) -> bool:
+        name, momentum = info.data.get("name"), info.data.get("momentum")
+        if on and name is not None and momentum is not None and (name != "sgd" or not momentum):
+            fix = "set name: sgd" if name != "sgd" else "set momentum, e.g. 0.9"
+            raise _refused(f"Nesterov momentum needs SGD with momentum > 0; {fix}")
+        return on
 
 
 class ScheduleConfig(Section):
@@ -337,13 +525,66 @@ class EarlyStoppingConfig(Section):
     min_delta: NonNegativeFloat = 0.0
 
 
+class EmaConfig(Section):
+    """An exponential moving average of the weights, updated after every optimiser step
+    (torch's AveragedModel; train/averaging.py); validation, the kept weights and the final
+    evaluation use it instead of the raw weights."""
+
+    decay: float = 0.999  # per step: remembers about the last 1 / (1 - decay) = 1,000 steps
+    # Ultralytics's warm-up, in optimiser steps: the k-th average uses decay * (1 - exp(-k /
+    # warmup)), so early averages follow the weights instead of the random initialisation.
+    # 200: a fifth of decay's memory, Ultralytics's ratio (2,000 for 0.9999); 0: decay throughout
+    warmup: NonNegativeInt = 200
+
+    @field_validator("decay")
+    @classmethod
+    def _decay(cls, decay: float) -> float:
+        if not 0.0 < decay < 1.0:
+            raise _refused(
+                "must be between 0 and 1 (both excluded), e.g. 0.999: an average over about "
+                "the last 1,000 steps",
+                decay,
+            )
+        return decay
+
+
+class SwaConfig(Section):
+    """Stochastic weight averaging: the final weights are the mean of the weights at the end of
+    every epoch from start_epoch on, with BatchNorm statistics recomputed for that mean on the
+    training images (torch's AveragedModel and update_bn; train/averaging.py)."""
+
+    start_epoch: PositiveInt  # the first epoch averaged, numbered as the epoch lines (from 1)
+    # None: the run's schedule goes on; a number: from start_epoch the lr anneals to it (torch's
+    # SWALR, cosine) over anneal_epochs and then stays there, the SWA paper's constant tail
+    lr: PositiveFloat | None = None
+    anneal_epochs: NonNegativeInt = 1  # with lr; 0: switch to lr at once
+
+    @model_validator(mode="after")
+    def _anneal_needs_lr(self) -> SwaConfig:
+        # a saved config.yaml spells out the default: only a changed one is a mistake
+        if self.lr is None and self.anneal_epochs != 1:
+            raise _refused(
+                "anneal_epochs anneals the lr to train.swa.lr, which is not set; set lr or "
+                "remove anneal_epochs"
+            )
+        return self
+
+
 class TrainConfig(Section):
     epochs: PositiveInt = 30  # S0/S3 used 30; early stopping may end sooner
-    batch_size: PositiveInt = 32  # Keras's default
+    # Keras's default. auto: the largest power of two up to the training split and 4096 that
+    # trains a few steps in device memory (train/batch_size.py; Keras's 32 on the CPU, which has
+    # none to fill); halved when the run runs out of memory later. Saved in the checkpoint and
+    # in manifest.json's auto_batch_size.
+    batch_size: PositiveInt | Literal["auto"] = 32
     steps_per_epoch: PositiveInt | None = None  # None: one pass over the training split
     optimizer: OptimizerConfig = OptimizerConfig()
     schedule: ScheduleConfig = ScheduleConfig()
     label_smoothing: float = Field(default=0.0, ge=0.0, lt=1.0)  # softmax heads only
+    # Keras's class_weight: each training sample's loss times its class's weight (evaluation
+    # losses stay unweighted). balanced: scikit-learn's n_samples / (n_classes * count) on the
+    # training split; or {class name: weight}, unnamed classes 1. None: every class 1.
+    class_weight: Literal["balanced"] | dict[str, float] | None = None
     early_stopping: EarlyStoppingConfig | None = None  # None: train every epoch
     # The best weights (by early_stopping.monitor, else val_loss) are kept as model.safetensors.
     deterministic: bool = False  # bitwise-equal reruns on the same machine, a little slower
@@ -351,22 +592,83 @@ class TrainConfig(Section):
     # torch.compile's mode, or off; reduce-overhead adds CUDA graphs (small models on a GPU).
     # On 2 CPU cores S4's model trained slower compiled (BENCHMARKS.md): off by default.
     compile: Literal["off", "default", "reduce-overhead", "max-autotune"] = "off"
+    ema: EmaConfig | None = None  # None: validate, keep and evaluate the raw weights
+    swa: SwaConfig | None = None  # None: no stochastic weight averaging
+
+    @field_validator("class_weight", mode="before")
+    @classmethod
+    def _class_weights(cls, value: Any) -> Any:
+        """Checked here, not by the union's members, so a mistake gets one message."""
+        if value is None or value == "balanced":
+            return value
+        if not isinstance(value, dict) or not value:
+            raise _refused("give balanced, or weights by class name, e.g. {cats: 2.0}", value)
+        weights = {}
+        for name, weight in value.items():
+            number = isinstance(weight, int | float) and not isinstance(weight, bool)
+            if not number or not 0 <= weight < float("inf"):
+                raise _refused(f"the weight of class {name} must be a number >= 0", weight)
+            weights[str(name)] = float(weight)  # YAML reads class folders 0, 1, ... as numbers
+        return weights
 
     @field_validator("compile", mode="before")
     @classmethod
     def _compile_switch(cls, value: Any) -> Any:
         return {True: "default", False: "off"}[value] if isinstance(value, bool) else value
 
+    @field_validator("batch_size", mode="before")
+    @classmethod
+    def _batch_size(cls, value: Any) -> Any:
+        return _positive_or_auto(value, True, "the largest batch that fits the device")
+
+    @field_validator("swa")
+    @classmethod
+    def _swa_fits(cls, swa: SwaConfig | None, info: ValidationInfo) -> SwaConfig | None:
+        """SWA's weights are the mean of the last epochs: it needs them all, and only one kind
+        of average can be the weights kept."""
+        if swa is None:
+            return swa
+        if info.data.get("ema") is not None:
+            raise _refused(
+                "train.ema is set too; they are alternative averages of the weights, remove one"
+            )
+        if info.data.get("early_stopping") is not None:
+            raise _refused(
+                "averages every epoch from start_epoch to the last, which early stopping would "
+                "cut short; remove train.early_stopping"
+            )
+        epochs = info.data.get("epochs")
+        if epochs is not None and swa.start_epoch > epochs:
+            raise _refused(
+                f"start_epoch {swa.start_epoch} is after the last epoch ({epochs}); set "
+                f"train.swa.start_epoch to at most {epochs}, e.g. {max(1, epochs * 3 // 4)}"
+            )
+        return swa
+
 
 class EvaluateConfig(Section):
     top_k: PositiveInt = 5  # reported when there are more than k classes
-    tta: bool = False  # test-time augmentation: average the predictions of image and mirror
+    # Test-time augmentation. true (or flip): the mean of the predictions of each image and its
+    # mirror image; flip_translate: airbench's, with both also shifted 1 pixel up-left and
+    # down-right (reflected edges), task/inference.py's weights
+    tta: bool | Literal["flip_translate"] = False
     # None: 256 on a GPU (faster, same results); on the CPU the training batch size, as Keras
     # validates: a larger batch is no faster there and holds its activations in host memory.
     batch_size: PositiveInt | None = None
     # false: the test split is held out (split off as usual, never evaluated or predicted): a
     # study's ladder chooses on validation and evaluates test once, for the final choice only
     test: bool = True
+
+    @field_validator("tta", mode="before")
+    @classmethod
+    def _tta_words(cls, value: Any) -> Any:
+        if isinstance(value, str) and value not in ("flip", "flip_translate"):
+            import difflib
+
+            close = difflib.get_close_matches(value, ["flip", "flip_translate"], n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise _refused(f"{hint}(expected true, false, flip or flip_translate)", value)
+        return True if value == "flip" else value
 
 
 class OutputConfig(Section):
@@ -433,6 +735,16 @@ class Experiment(Section):
                 "remove train.epochs (each stage sets its own: model.stages.N.epochs)"
             )
         return {**data, "train": {**train, "epochs": total}}
+
+    @model_validator(mode="after")
+    def _swa_without_stages(self) -> Experiment:
+        if self.train.swa is not None and self.model and self.model.stages:
+            raise ValueError(
+                "train.swa: not with model.stages (each stage builds its own optimiser, and "
+                "update_bn would recompute the frozen blocks' BatchNorm statistics); use "
+                "train.ema, or train one stage"
+            )
+        return self
 
     @model_validator(mode="after")
     def _backbone_takes_rgb(self) -> Experiment:

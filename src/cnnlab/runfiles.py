@@ -41,6 +41,7 @@ WEIGHTS = "model.safetensors"  # the kept (best) weights
 CLASSIFIER = "classifier.safetensors"  # a features run's fitted classifier: its arrays
 CLASSIFIER_INFO = "classifier.json"  # ... and what they are (kind, classes, shapes)
 CHECKPOINT = "checkpoints/last.pt"  # the last complete epoch's training state, for --resume
+LR_FIND = "lr_find.png"  # train.optimizer.lr: auto's range test: loss against lr, the suggestion
 REPORT = "report.html"
 # `cnnlab evaluate`: evaluations/<name>/ holds evaluation.json (what was evaluated: data, split,
 # augmentation, TTA, seed), metrics.json and predictions.csv; the run's own files stay as they are

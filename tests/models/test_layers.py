@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from cnnlab.errors import ConfigError
 from cnnlab.models import build_layers, count_params
 from cnnlab.models.layers import ACTIVATIONS, pad_same
 
@@ -184,3 +185,59 @@ def test_conv_relu_then_max_pool_equals_keras_order_in_values_and_gradients(padd
     grads = torch.autograd.grad(ours.square().sum(), weights)
     expected = torch.autograd.grad(reference.square().sum(), weights)
     assert all(torch.equal(a, b) for a, b in zip(grads, expected, strict=True))
+
+
+# --- the layers airbench's network needs: Rescaling, offset-only BatchNorm, dirac kernels -----
+
+
+def test_rescaling_multiplies_and_offsets_as_keras():
+    model = build_layers([{"Rescaling": {"scale": 0.5, "offset": -1.0}}], (2, 2, 1)).to(DEVICE)
+    x = image([[2.0, 4.0], [6.0, 8.0]])
+    assert torch.equal(model(x), x * 0.5 - 1.0)
+    assert count_params(model) == (0, 0)
+
+
+def test_rescaling_needs_a_numeric_scale():
+    with pytest.raises(ConfigError, match=r"model.layers\[0\].Rescaling.scale: expected a number"):
+        build_layers([{"Rescaling": {"scale": True}}], (2, 2, 1))
+    with pytest.raises(ConfigError, match=r"Rescaling.scale: missing"):
+        build_layers(["Rescaling"], (2, 2, 1))
+
+
+def test_batch_normalization_without_scale_has_only_the_offset_as_keras():
+    norm = {"BatchNormalization": {"scale": False}}
+    model = build_layers([norm], (4, 4, 3)).to(DEVICE)
+    assert count_params(model) == (3, 6)  # beta; moving mean and variance
+    layer = model[0]
+    assert layer.weight is None and layer.bias is not None
+    x = torch.randn(8, 3, 4, 4, device=DEVICE) * 3 + 2
+    with torch.no_grad():
+        layer.bias.fill_(0.5)
+    out = model(x)  # training mode: batch statistics, scale 1
+    mean = out.mean(dim=(0, 2, 3))
+    assert torch.allclose(mean, torch.full_like(mean, 0.5), atol=1e-5)
+    centre_only = build_layers([{"BatchNormalization": {"center": False}}], (4, 4, 3))
+    assert count_params(centre_only) == (3, 6) and centre_only[0].bias is None
+
+
+def test_dirac_kernels_pass_each_input_channel_through_at_first():
+    conv = {
+        "Conv2D": {
+            "filters": 6,
+            "kernel_size": 3,
+            "padding": "same",
+            "use_bias": False,
+            "kernel_initializer": "dirac",
+        }
+    }
+    model = build_layers([conv], (5, 5, 4)).to(DEVICE)
+    x = torch.randn(2, 4, 5, 5, device=DEVICE)
+    out = model(x)
+    assert torch.allclose(out[:, :4], x, atol=1e-6)  # the first 4 filters: the identity
+    assert not torch.allclose(out[:, 4:], torch.zeros_like(out[:, 4:]))  # the rest: glorot
+
+
+def test_unknown_kernel_initializer_names_the_choices():
+    conv = {"Conv2D": {"filters": 2, "kernel_size": 3, "kernel_initializer": "identity"}}
+    with pytest.raises(ConfigError, match="kernel_initializer: expected one of glorot_uniform"):
+        build_layers([conv], (5, 5, 1))

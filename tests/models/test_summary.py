@@ -62,3 +62,27 @@ def test_summary_leaves_training_mode_and_statistics_untouched():
     assert model.dense.training
     assert not model.batch_normalization.training
     assert torch.equal(model.batch_normalization.running_mean, torch.zeros(3))
+
+
+def test_flops_of_conv2d_and_dense_equal_the_hand_count_without_bias_adds():
+    model = build_layers(
+        [{"Conv2D": {"filters": 8, "kernel_size": 3}}, "Flatten", {"Dense": 4}], (10, 10, 3)
+    )
+    conv = 2 * 3 * 3 * 3 * 8 * 8 * 8  # 2 k k Cin Cout Hout Wout = 27,648 (valid: 10 -> 8)
+    dense = 2 * (8 * 8 * 8) * 4  # 2 in out = 4,096
+    rows = summary_rows(model, (10, 10, 3))
+    assert [row.flops for row in rows] == [conv, 0, dense]
+    lines = format_summary(model, (10, 10, 3)).splitlines()
+    assert "FLOPs (one image, forward): 31,744 (31.74 K)" in lines
+    assert "MACs (multiply-accumulates = FLOPs / 2): 15,872 (15.87 K)" in lines
+    assert any(line.startswith(" conv2d (Conv2D)") and line.endswith("27,648") for line in lines)
+    assert "Total params: 2,276" in lines  # the Keras lines stay: 224 + 2,052
+
+
+def test_ivannet_total_flops_are_the_sum_of_its_layers():
+    model = build_model("ivannet", (128, 128, 1), 6)
+    rows = summary_rows(model, (128, 128, 1))
+    assert rows[0].flops == 2 * 5 * 5 * 1 * 20 * 124 * 124  # conv2d: 5x5, 1 -> 20 channels
+    assert sum(row.flops for row in rows) == 615_163_600
+    lines = format_summary(model, (128, 128, 1)).splitlines()
+    assert "FLOPs (one image, forward): 615,163,600 (615.16 M)" in lines

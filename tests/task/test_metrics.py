@@ -80,3 +80,104 @@ def test_two_classes_with_top_1_give_top_1_equal_to_accuracy():
     probabilities = np.array([[0.9, 0.1], [0.3, 0.7], [0.6, 0.4], [0.2, 0.8]])
     metrics = split_metrics(labels, probabilities, ["cat", "dog"], 0.0, 1)
     assert metrics["top_1_accuracy"] == metrics["accuracy"] == 0.5
+
+
+# --- ROC AUC, average precision, calibration ------------------------------------------------
+
+
+def _random_split(classes: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    labels = np.arange(size) % classes  # every class present
+    logits = rng.normal(size=(size, classes)) + 1.5 * np.eye(classes)[labels]
+    probabilities = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    return labels, probabilities
+
+
+@pytest.mark.parametrize("classes", [3, 12])
+def test_roc_auc_and_average_precision_equal_scikit_learns_one_vs_rest(classes):
+    from sklearn.metrics import average_precision_score, roc_auc_score
+    from sklearn.preprocessing import label_binarize
+
+    labels, probabilities = _random_split(classes, 240, seed=classes)
+    names = [f"c{k}" for k in range(classes)]
+    metrics = split_metrics(labels, probabilities, names, 0.0, 5)
+    indicator = label_binarize(labels, classes=list(range(classes)))
+    assert metrics["roc_auc"]["macro"] == pytest.approx(
+        roc_auc_score(labels, probabilities, multi_class="ovr", average="macro")
+    )
+    assert metrics["average_precision"]["macro"] == pytest.approx(
+        average_precision_score(indicator, probabilities, average="macro")
+    )
+    per_class_ap = average_precision_score(indicator, probabilities, average=None)
+    for k, name in enumerate(names):
+        assert metrics["roc_auc"]["per_class"][name] == pytest.approx(
+            roc_auc_score(labels == k, probabilities[:, k])
+        )
+        assert metrics["average_precision"]["per_class"][name] == pytest.approx(per_class_ap[k])
+    assert metrics["roc_auc"]["undefined"] == metrics["average_precision"]["undefined"] == []
+
+
+def test_two_classes_give_scikit_learns_binary_roc_auc_for_both():
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    labels = np.array([0, 1, 1, 0, 1, 0, 0, 1])
+    positive = np.array([0.1, 0.8, 0.35, 0.4, 0.9, 0.2, 0.7, 0.6])
+    probabilities = np.stack([1 - positive, positive], axis=1)
+    metrics = split_metrics(labels, probabilities, ["cat", "dog"], 0.0, 1)
+    binary = roc_auc_score(labels, positive)
+    assert binary == pytest.approx(13 / 16)  # 13 of the 16 (dog, cat) pairs ranked right
+    assert metrics["roc_auc"]["per_class"] == {"cat": pytest.approx(binary), "dog": binary}
+    assert metrics["average_precision"]["per_class"]["dog"] == pytest.approx(
+        average_precision_score(labels, positive)
+    )
+
+
+def test_a_class_absent_from_the_split_has_no_auc_and_stays_out_of_the_macro_mean():
+    labels = np.array([0, 0, 1, 1])  # no "c"
+    probabilities = np.array([[0.7, 0.2, 0.1], [0.4, 0.5, 0.1], [0.3, 0.6, 0.1], [0.2, 0.7, 0.1]])
+    metrics = split_metrics(labels, probabilities, CLASSES, 0.0, 5)
+    for key in ("roc_auc", "average_precision"):
+        assert metrics[key]["undefined"] == ["c"]
+        assert set(metrics[key]["per_class"]) == {"a", "b"}
+        assert metrics[key]["macro"] == pytest.approx(
+            np.mean(list(metrics[key]["per_class"].values()))
+        )
+    assert metrics["roc_auc"]["per_class"]["a"] == 1.0  # both a images above both b ones
+
+
+def test_a_split_of_one_class_has_no_macro_auc():
+    labels = np.array([1, 1])
+    probabilities = np.array([[0.2, 0.7, 0.1], [0.1, 0.8, 0.1]])
+    metrics = split_metrics(labels, probabilities, CLASSES, 0.0, 5)
+    assert metrics["roc_auc"] == {"macro": None, "per_class": {}, "undefined": CLASSES}
+    assert metrics["average_precision"]["per_class"] == {"b": 1.0}
+
+
+def test_expected_calibration_error_of_a_hand_made_example():
+    # top-class confidence, right?: 0.9 yes, 0.9 no -> bin (13/15, 14/15]: accuracy 0.5,
+    # confidence 0.9; 0.6 yes -> bin (8/15, 9/15]; 0.7 no -> bin (10/15, 11/15].
+    # ECE = 2/4 * |0.5 - 0.9| + 1/4 * |1 - 0.6| + 1/4 * |0 - 0.7| = 0.2 + 0.1 + 0.175
+    labels = np.array([0, 1, 2, 0])
+    probabilities = np.array(
+        [[0.9, 0.05, 0.05], [0.9, 0.05, 0.05], [0.2, 0.2, 0.6], [0.1, 0.7, 0.2]]
+    )
+    metrics = split_metrics(labels, probabilities, CLASSES, 0.0, 5)
+    assert metrics["ece"] == pytest.approx(0.475)
+    bins = metrics["calibration"]
+    assert len(bins["bins"]) == 16 and bins["bins"][0] == 0.0 and bins["bins"][-1] == 1.0
+    assert bins["count"] == [0] * 8 + [1, 0, 1, 0, 0, 2, 0]
+    assert bins["accuracy"][13] == 0.5 and bins["confidence"][13] == pytest.approx(0.9)
+    assert bins["accuracy"][8] == 1.0 and bins["accuracy"][10] == 0.0
+    assert bins["accuracy"][0] is None and bins["confidence"][14] is None  # empty bins
+
+
+def test_calibration_bins_agree_with_scikit_learns_calibration_curve():
+    from sklearn.calibration import calibration_curve
+
+    labels, probabilities = _random_split(4, 400, seed=7)
+    bins = split_metrics(labels, probabilities, list("abcd"), 0.0, 5)["calibration"]
+    correct = probabilities.argmax(1) == labels
+    accuracy, confidence = calibration_curve(correct, probabilities.max(1), n_bins=15)
+    assert [a for a in bins["accuracy"] if a is not None] == pytest.approx(accuracy)
+    assert [c for c in bins["confidence"] if c is not None] == pytest.approx(confidence)
+    assert sum(bins["count"]) == 400

@@ -7,10 +7,11 @@ reads nothing back to the host. Where the work is done:
   with torch's CPU generator (so `torch.manual_seed` repeats them, on any device) and copies them
   to the batch's device without blocking; the crop uses its batched "resample" mode, not "slice",
   which crops image by image.
-- RandAugment and TrivialAugment are written here on torch: `kornia.augmentation.auto` picks one
-  sequence of ops per batch (every image gets the same ops) and rejects magnitudes 0 and 30.
-  Here each image draws its own ops, signs and (TrivialAugment) magnitudes, with torchvision's
-  op lists and magnitude ranges; each op runs on the whole batch and is kept where chosen.
+- RandAugment, TrivialAugment, AutoAugment and AugMix are written on torch (policies.py):
+  `kornia.augmentation.auto` picks one sequence of ops per batch (every image gets the same ops)
+  and rejects magnitudes 0 and 30, and torchvision's draw their ops once per call. Here each
+  image draws its own ops, signs and magnitudes, with torchvision's op lists, magnitude ranges
+  and AutoAugment tables; each op runs on the whole batch and is kept where chosen.
 - MixUp/CutMix are written here: kornia's draw a lambda per image and take no generator; these
   follow the papers and timm (one lambda per batch) and weight targets by the true box area.
 """
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from cnnlab.augment.policies import rand_augment, trivial_augment
+from cnnlab.augment.policies import AugMix, aug_mix, auto_augment, rand_augment, trivial_augment
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,8 @@ class ModernParams:
     random_resized_crop: tuple[float, float] | None = None  # area range, e.g. (0.08, 1.0)
     randaugment: tuple[int, int] | None = None  # (ops per image, magnitude 0..30)
     trivialaugment: bool = False  # one op per image at a random magnitude
+    autoaugment: str | None = None  # a policy: imagenet, cifar10 or svhn
+    augmix: AugMix | None = None
     color_jitter: tuple[float, float, float, float] | None = None  # bright, contrast, sat, hue
     random_erasing: float = 0.0  # probability per image
     mixup_alpha: float = 0.0  # Beta(alpha, alpha); 0 = off
@@ -44,6 +47,8 @@ class ModernParams:
             self.random_resized_crop is None
             and (self.randaugment is None or self.randaugment[0] == 0)
             and not self.trivialaugment
+            and self.autoaugment is None
+            and self.augmix is None
             and (self.color_jitter is None or not any(self.color_jitter))
             and self.random_erasing == 0
             and self.mixup_alpha == 0
@@ -52,7 +57,8 @@ class ModernParams:
 
 
 class ModernAugmenter:
-    """Crop → RandAugment | TrivialAugment → colour jitter → erasing, per image, on the batch."""
+    """Crop → RandAugment | TrivialAugment | AutoAugment | AugMix → colour jitter → erasing,
+    per image, on the batch."""
 
     def __init__(self, params: ModernParams):
         self.params = params
@@ -69,6 +75,10 @@ class ModernAugmenter:
             out = rand_augment(out, *p.randaugment)
         if p.trivialaugment:
             out = trivial_augment(out)
+        if p.autoaugment is not None:
+            out = auto_augment(out, p.autoaugment)
+        if p.augmix is not None:
+            out = aug_mix(out, p.augmix)
         if p.color_jitter is not None and any(p.color_jitter):
             out = self._op("jitter", images)(out)
         if p.random_erasing > 0:

@@ -1,6 +1,7 @@
 """From a uint8 batch to the model's input: random augmentation for training, none otherwise.
 
-Training: Keras's random transforms (on raw 0..255 values, as Keras applies them before
+Training: airbench's alternating flip (augment.alternating_flip, on the stored image), Keras's
+random transforms (on raw 0..255 values, as Keras applies them before
 `standardize`), rescale, the modern operations (on 0..1 values), the rest of the
 normalisation, and MixUp/CutMix in the loop, where the labels are.
 Evaluation and prediction: normalisation only.
@@ -13,9 +14,11 @@ import hashlib
 import numpy as np
 import torch
 
+from cnnlab.augment.flip import AlternatingFlip
 from cnnlab.augment.keras import KerasAugmenter, KerasParams
 from cnnlab.augment.modern import ModernAugmenter, ModernParams, mix
 from cnnlab.augment.normalize import Normalization, fit_normalization
+from cnnlab.augment.policies import AugMix
 from cnnlab.config import AugmentConfig
 from cnnlab.preprocessing import Preprocessing
 from cnnlab.runtime import IMAGE_LAYOUT
@@ -26,6 +29,8 @@ def modern_params(cfg: AugmentConfig) -> ModernParams:
         random_resized_crop=cfg.random_resized_crop,
         randaugment=cfg.randaugment,
         trivialaugment=cfg.trivialaugment,
+        autoaugment=cfg.autoaugment,
+        augmix=None if cfg.augmix is None else AugMix(**cfg.augmix.model_dump()),
         color_jitter=cfg.color_jitter,
         random_erasing=cfg.random_erasing,
         mixup_alpha=cfg.mixup_alpha,
@@ -59,20 +64,25 @@ class TrainTransform(EvalTransform):
         self.modern = modern_params(cfg)
         self.keras_augment = None if self.keras.is_identity else KerasAugmenter(self.keras)
         self.modern_augment = None if self.modern.is_identity else ModernAugmenter(self.modern)
+        self.flip = AlternatingFlip(seed) if cfg.alternating_flip else None
         self.seed, self.generator = seed, torch.Generator(device=device)
         self.begin_epoch(0)
 
     @property
     def is_identity(self) -> bool:
-        return self.keras_augment is None and self.modern_augment is None
+        return self.keras_augment is None and self.modern_augment is None and self.flip is None
 
     def begin_epoch(self, epoch: int) -> None:
         """Each epoch's draws depend only on (seed, epoch), so a resumed run repeats them."""
         key = hashlib.blake2b(f"cnnlab.augment:{self.seed}:{epoch}".encode(), digest_size=8)
         self.generator.manual_seed(int.from_bytes(key.digest(), "little") >> 1)
+        if self.flip is not None:
+            self.flip.begin_epoch(epoch)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         x = images.float()
+        if self.flip is not None:  # its coin is the stored image's, before anything moves it
+            x = self.flip(images, x)
         if self.keras_augment is not None:
             x = self.keras_augment(x, self.generator)
         x = self.normalization.scale(x)

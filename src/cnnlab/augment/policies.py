@@ -1,13 +1,15 @@
-"""RandAugment and TrivialAugment (wide), per image on device batches.
+"""RandAugment, TrivialAugment (wide), AutoAugment and AugMix, per image on device batches.
 
-`kornia.augmentation.auto` picks one op sequence per batch and rejects magnitudes 0 and 30, so
-these are written on torch with torchvision's op lists and magnitude ranges: each image draws
-its own ops, signs and (TrivialAugment) magnitudes; each op runs on the whole batch and is kept
-where chosen, so nothing is read back to the host.
+`kornia.augmentation.auto` picks one op sequence per batch and rejects magnitudes 0 and 30, and
+torchvision's transforms draw once per call (AugMix: its mixing weights per image, its ops per
+call), so these are written on torch with torchvision's op lists, magnitude ranges and (for
+AutoAugment) its policy tables: each image draws its own ops, signs and magnitudes; each op runs
+on the whole batch and is kept where chosen, so nothing is read back to the host.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -19,7 +21,9 @@ from cnnlab.config import MAX_MAGNITUDE  # RandAugment's scale, 0..30 (torchvisi
 # torchvision's op list; one index per image per step. Identity is an op, as in the papers.
 IDENTITY, SHEAR_X, SHEAR_Y, TRANSLATE_X, TRANSLATE_Y, ROTATE = range(6)
 BRIGHTNESS, COLOR, CONTRAST, SHARPNESS, POSTERIZE, SOLARIZE, AUTOCONTRAST, EQUALIZE = range(6, 14)
-_NUM_OPS = 14
+_NUM_OPS = 14  # RandAugment's and TrivialAugment's draws
+INVERT = 14  # AutoAugment's only op beyond those
+_BINS = 10  # AutoAugment's and AugMix's magnitude scale: bins 0..9 (torchvision's)
 
 
 @dataclass(frozen=True)
@@ -31,11 +35,46 @@ class _OpSpace:
     translate_pixels: float  # ... or absolute (TrivialAugmentWide)
     rotate: float  # degrees
     enhance: float  # brightness/colour/contrast/sharpness factor = 1 ± this
-    posterize_bits: float  # bits removed, from 8
+    posterize_bits: float  # bits removed ...
+    posterize_from: float = 8.0  # ... from these
 
 
-_RANDAUGMENT = _OpSpace(0.3, 150 / 331, 0.0, 30.0, 0.9, 4.0)
+_RANDAUGMENT = _OpSpace(0.3, 150 / 331, 0.0, 30.0, 0.9, 4.0)  # AutoAugment's too
 _TRIVIALAUGMENT_WIDE = _OpSpace(0.99, 0.0, 32.0, 135.0, 0.99, 6.0)
+_AUGMIX = _OpSpace(0.3, 1 / 3, 0.0, 30.0, 0.9, 4.0, posterize_from=4.0)
+
+
+@dataclass(frozen=True)
+class AugMix:
+    """AugMix's settings (AugMixConfig checks them); torchvision's defaults."""
+
+    severity: int = 3  # magnitude bins 0..severity-1 of 10
+    width: int = 3  # chains
+    depth: int = -1  # ops per chain; -1: 1 to 3 per image and chain
+    alpha: float = 1.0  # Dirichlet / Beta concentration
+    all_ops: bool = True  # with brightness, colour, contrast and sharpness
+
+
+# torchvision's AugMix ops; all_ops adds the four that overlap ImageNet-C's corruptions
+_AUGMIX_OPS: tuple[int, ...] = (SHEAR_X, SHEAR_Y, TRANSLATE_X, TRANSLATE_Y, ROTATE)
+_AUGMIX_OPS += (POSTERIZE, SOLARIZE, AUTOCONTRAST, EQUALIZE)
+_AUGMIX_ALL_OPS = (*_AUGMIX_OPS, BRIGHTNESS, COLOR, CONTRAST, SHARPNESS)
+_TORCHVISION_NAMES = {
+    "ShearX": SHEAR_X,
+    "ShearY": SHEAR_Y,
+    "TranslateX": TRANSLATE_X,
+    "TranslateY": TRANSLATE_Y,
+    "Rotate": ROTATE,
+    "Brightness": BRIGHTNESS,
+    "Color": COLOR,
+    "Contrast": CONTRAST,
+    "Sharpness": SHARPNESS,
+    "Posterize": POSTERIZE,
+    "Solarize": SOLARIZE,
+    "AutoContrast": AUTOCONTRAST,
+    "Equalize": EQUALIZE,
+    "Invert": INVERT,
+}
 
 
 def rand_augment(images: torch.Tensor, num_ops: int, magnitude: int) -> torch.Tensor:
@@ -54,6 +93,61 @@ def trivial_augment(images: torch.Tensor) -> torch.Tensor:
     op = torch.randint(_NUM_OPS, (n,), device=device)
     level = torch.randint(MAX_MAGNITUDE + 1, (n,), device=device) / MAX_MAGNITUDE
     return _apply_ops(images, op, _random_sign(level), _TRIVIALAUGMENT_WIDE)
+
+
+def auto_augment(images: torch.Tensor, policy: str) -> torch.Tensor:
+    """AutoAugment: each image draws one of the policy's 25 sub-policies; each of its two ops
+    applies with its own probability, at its magnitude bin, with a random sign."""
+    n, device = images.shape[0], images.device
+    table = _policy_table(policy, device)
+    chosen = table[torch.randint(len(table), (n,), device=device)]  # (n, 2, 3)
+    for step in range(2):
+        op, probability, magnitude = chosen[:, step].unbind(1)
+        applies = torch.rand(n, device=device) < probability
+        op = torch.where(applies, op.long(), IDENTITY)
+        images = _apply_ops(images, op, _random_sign(magnitude / (_BINS - 1)), _RANDAUGMENT)
+    return images
+
+
+def aug_mix(images: torch.Tensor, params: AugMix) -> torch.Tensor:
+    """AugMix: `width` chains of ops, mixed by Dirichlet weights, then mixed with the image by
+    a Beta weight (torchvision's AugMix, whose Dirichlet and Beta draws are already per image;
+    here the ops, depths, magnitudes and signs are too)."""
+    n, device = images.shape[0], images.device
+    ops = _op_codes(_AUGMIX_ALL_OPS if params.all_ops else _AUGMIX_OPS, device)
+    original = torch._sample_dirichlet(torch.full((n, 2), params.alpha, device=device))
+    chains = torch._sample_dirichlet(torch.full((n, params.width), params.alpha, device=device))
+    chains = chains * original[:, 1:]  # the chains share the augmented part of the mix
+    mixed = original[:, 0].view(-1, 1, 1, 1) * images
+    steps = params.depth if params.depth > 0 else 3
+    for chain in range(params.width):
+        if params.depth > 0:
+            depth = torch.full((n,), params.depth, device=device)
+        else:
+            depth = torch.randint(1, 4, (n,), device=device)
+        augmented = images
+        for step in range(steps):  # steps past an image's depth are identity for it
+            op = torch.where(depth > step, ops[torch.randint(len(ops), (n,), device=device)], 0)
+            level = torch.randint(params.severity, (n,), device=device) / (_BINS - 1)
+            augmented = _apply_ops(augmented, op, _random_sign(level), _AUGMIX)
+        mixed = mixed + chains[:, chain].view(-1, 1, 1, 1) * augmented
+    return mixed.clamp(0, 1)  # convex weights: only rounding can leave 0..1
+
+
+@functools.cache
+def _policy_table(policy: str, device: torch.device) -> torch.Tensor:
+    """(25, 2, 3) float: op, probability, magnitude bin (0 where it has none) of each step of
+    each sub-policy, from torchvision's own tables; copied to each device once."""
+    from torchvision.transforms import AutoAugment, AutoAugmentPolicy
+
+    rows = AutoAugment(AutoAugmentPolicy(policy)).policies
+    table = [[(_TORCHVISION_NAMES[op], p, bin or 0) for op, p, bin in pair] for pair in rows]
+    return torch.tensor(table, dtype=torch.float32).to(device)
+
+
+@functools.cache
+def _op_codes(ops: tuple[int, ...], device: torch.device) -> torch.Tensor:
+    return torch.tensor(ops).to(device)  # once per device: a copy per batch waits for the host
 
 
 def _random_sign(level: torch.Tensor) -> torch.Tensor:
@@ -77,10 +171,11 @@ def _apply_ops(
     factor = (1 + level * space.enhance).view(-1, 1, 1, 1)
     enhances = (chosen >= BRIGHTNESS) & (chosen <= SHARPNESS)
     out = torch.where(enhances, _blend(base, degenerate, factor), base)
-    bits = 8 - (strength * space.posterize_bits).round()
+    bits = space.posterize_from - (strength * space.posterize_bits).round()
     out = torch.where(chosen == POSTERIZE, _posterize(base, bits), out)
     out = torch.where(chosen == SOLARIZE, torch.where(base >= 1 - strength, 1 - base, base), out)
     out = torch.where(chosen == AUTOCONTRAST, _autocontrast(base), out)
+    out = torch.where(chosen == INVERT, 1 - base, out)
     return torch.where(chosen == EQUALIZE, _equalize(base), out)
 
 

@@ -1,11 +1,13 @@
 """Shuffled uint8 batches of one split, already on the device, indexed by tensors: no per-sample
-Python in the steady state."""
+Python in the steady state. The order is a seeded permutation per epoch, or with the balanced
+sampler (data.sampler) draws with replacement that give every class the same chance."""
 
 from __future__ import annotations
 
 import hashlib
 import warnings
 from collections.abc import Iterator
+from typing import Literal
 
 import numpy as np
 import torch
@@ -47,6 +49,14 @@ def _host_tensor(array: np.ndarray | torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(array))
 
 
+def _by_class(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Sample indices grouped by class, each present class's first position and count."""
+    members = torch.argsort(labels, stable=True)
+    _, counts = torch.unique_consecutive(labels[members], return_counts=True)
+    starts = torch.cumsum(counts, 0) - counts
+    return members, starts, counts
+
+
 def _resolve(device: str | torch.device) -> torch.device:
     device = torch.device(device)
     if device.type == "cuda" and device.index is None:  # streams and memory queries need an index
@@ -74,6 +84,7 @@ class DeviceBatches:
         seed: int = 0,
         drop_last: bool = False,
         max_device_fraction: float = 0.5,
+        sampler: Literal["shuffle", "balanced"] = "shuffle",
     ):
         host_images, host_labels = _host_tensor(images), _host_tensor(labels)
         if host_images.dim() != 4 or host_images.dtype != torch.uint8:
@@ -89,6 +100,8 @@ class DeviceBatches:
             raise ValueError(f"{len(host_images)} images but {len(host_labels)} labels")
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if sampler == "balanced" and not shuffle:
+            raise ValueError("the balanced sampler draws at random; it needs shuffle=True")
         self.device = _resolve(device)
         self.batch_size, self.shuffle, self.seed, self.drop_last = (
             batch_size,
@@ -97,6 +110,7 @@ class DeviceBatches:
             drop_last,
         )
         self.num_samples = len(host_images)
+        self._classes = _by_class(host_labels) if sampler == "balanced" else None
         # Labels are 8 bytes a sample: always on the device, so only images may need streaming.
         self.labels = host_labels.to(torch.int64).to(self.device)
         self.resident = self.device.type != "cuda" or self._fits(host_images, max_device_fraction)
@@ -130,7 +144,21 @@ class DeviceBatches:
         if not self.shuffle:
             return torch.arange(self.num_samples)
         generator = torch.Generator().manual_seed(permutation_seed(self.seed, epoch, k))
+        if self._classes is not None:
+            return self._balanced_draw(generator)
         return torch.randperm(self.num_samples, generator=generator)
+
+    def _balanced_draw(self, generator: torch.Generator) -> torch.Tensor:
+        """num_samples indices with replacement: a class uniformly, then one of its samples
+        uniformly (torch's WeightedRandomSampler with weights 1 / class count, drawn in two
+        steps, so no 2**24 limit on the categories of torch.multinomial). On the host, as the
+        permutation is, so a seed gives the same batches on every device."""
+        assert self._classes is not None
+        members, starts, counts = self._classes
+        n = self.num_samples
+        picked = torch.randint(len(counts), (n,), generator=generator)
+        within = torch.rand(n, generator=generator, dtype=torch.float64) * counts[picked]
+        return members[starts[picked] + within.long()]
 
     def _index_batches(self, epoch: int, steps: int) -> IndexBatches:
         """Host and device index of each batch: one queued upload per pass, none per batch."""

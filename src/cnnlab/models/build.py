@@ -203,7 +203,10 @@ def _conv2d(a: dict[str, Any], shape: Shape, where: str) -> tuple[nn.Module, Sha
         L.output_size(w, k[1], s[1], p, d[1]),
         a["filters"],
     )
-    return L.Conv2D(c, a["filters"], k, s, p, d, a["use_bias"], a["activation"]), out
+    conv = L.Conv2D(
+        c, a["filters"], k, s, p, d, a["use_bias"], a["activation"], a["kernel_initializer"]
+    )
+    return conv, out
 
 
 def _pooling(cls: type[L.Pooling2D]) -> Callable[..., tuple[nn.Module, Shape]]:
@@ -234,11 +237,16 @@ def _dropout(a: dict[str, Any], shape: Shape, where: str) -> tuple[nn.Module, Sh
 
 
 def _batch_norm(a: dict[str, Any], shape: Shape, where: str) -> tuple[nn.Module, Shape]:
-    return L.BatchNormalization(shape[-1], a["momentum"], a["epsilon"]), shape
+    norm = L.BatchNormalization(shape[-1], a["momentum"], a["epsilon"], a["center"], a["scale"])
+    return norm, shape
 
 
 def _activation(a: dict[str, Any], shape: Shape, where: str) -> tuple[nn.Module, Shape]:
     return L.Activation(a["activation"]), shape
+
+
+def _rescaling(a: dict[str, Any], shape: Shape, where: str) -> tuple[nn.Module, Shape]:
+    return L.Rescaling(a["scale"], a["offset"]), shape
 
 
 def _upsampling(a: dict[str, Any], shape: Shape, where: str) -> tuple[nn.Module, Shape]:
@@ -258,4 +266,5 @@ BUILDERS: dict[str, Callable[[dict[str, Any], Shape, str], tuple[nn.Module, Shap
     "BatchNormalization": _batch_norm,
     "Activation": _activation,
     "UpSampling2D": _upsampling,
+    "Rescaling": _rescaling,
 }

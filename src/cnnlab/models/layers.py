@@ -81,6 +81,15 @@ def glorot_init(layer: nn.Conv2d | nn.Linear) -> None:
         nn.init.zeros_(layer.bias)
 
 
+def dirac_init(layer: nn.Conv2d) -> None:
+    """glorot_uniform, then the first min(in, out) filters pass their own input channel
+    through unchanged (torch's dirac_): airbench's "implicit residual", a deep stack of
+    convolutions that starts close to the identity."""
+    glorot_init(layer)
+    with torch.no_grad():
+        nn.init.dirac_(layer.weight[: layer.in_channels])
+
+
 class Conv2D(nn.Conv2d):
     def __init__(
         self,
@@ -92,6 +101,7 @@ class Conv2D(nn.Conv2d):
         dilation_rate: Pair,
         use_bias: bool,
         activation: str | None,
+        kernel_initializer: str = "glorot_uniform",
     ) -> None:
         # Symmetric "same" padding is left to cuDNN; only the asymmetric case pads by hand.
         builtin = None
@@ -108,7 +118,7 @@ class Conv2D(nn.Conv2d):
         )
         self.pad_same = padding == "same" and builtin is None
         self.activation = make_activation(activation)
-        glorot_init(self)
+        (dirac_init if kernel_initializer == "dirac" else glorot_init)(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.pad_same:
@@ -201,15 +211,51 @@ class Dropout(nn.Dropout):
 
 
 class BatchNormalization(nn.BatchNorm2d):
-    """Normalises channels of an image or features of a vector (Keras's axis=-1)."""
+    """Normalises channels of an image or features of a vector (Keras's axis=-1).
 
-    def __init__(self, num_features: int, momentum: float, epsilon: float) -> None:
+    Keras's `scale: false` / `center: false` drop the learned scale (gamma) / offset (beta):
+    the parameter is absent, as in Keras (its count too), and batch_norm treats it as 1 / 0.
+    """
+
+    def __init__(
+        self,
+        num_features: int,
+        momentum: float,
+        epsilon: float,
+        center: bool = True,
+        scale: bool = True,
+    ) -> None:
         # Keras keeps `momentum` of the old moving average; PyTorch's momentum is the new share.
         super().__init__(num_features, eps=epsilon, momentum=1.0 - momentum)
+        if not scale:
+            self.register_parameter("weight", None)
+        if not center:
+            self.register_parameter("bias", None)
+
+    def reset_parameters(self) -> None:
+        self.reset_running_stats()
+        if self.weight is not None:
+            nn.init.ones_(self.weight)
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
 
     def _check_input_dim(self, input: torch.Tensor) -> None:
         if input.dim() not in (2, 4):
             raise ValueError(f"expected a 2D or 4D input, got {input.dim()}D")
+
+
+class Rescaling(nn.Module):
+    """Keras's Rescaling: x * scale + offset; airbench scales its logits by 1/9."""
+
+    def __init__(self, scale: float, offset: float) -> None:
+        super().__init__()
+        self.scale, self.offset = scale, offset
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale + self.offset if self.offset else x * self.scale
+
+    def extra_repr(self) -> str:
+        return f"scale={self.scale:g}, offset={self.offset:g}"
 
 
 class Activation(nn.Module):

@@ -12,6 +12,7 @@ path and the likely fix: `model.layers[3].Conv2D.filtres: unknown argument; did 
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -33,6 +34,8 @@ LAYER_ARGS: dict[str, dict[str, Any]] = {
         "activation": None,
         "use_bias": True,
         "dilation_rate": 1,
+        # Keras's default; dirac: airbench's partial identity (models/layers.py's dirac_init)
+        "kernel_initializer": "glorot_uniform",
     },
     "MaxPooling2D": {"pool_size": 2, "strides": None, "padding": "valid"},  # strides: pool_size
     "AveragePooling2D": {"pool_size": 2, "strides": None, "padding": "valid"},
@@ -40,9 +43,10 @@ LAYER_ARGS: dict[str, dict[str, Any]] = {
     "Flatten": {},
     "Dense": {"units": REQUIRED, "activation": None, "use_bias": True},
     "Dropout": {"rate": REQUIRED},
-    "BatchNormalization": {"momentum": 0.99, "epsilon": 1e-3},
+    "BatchNormalization": {"momentum": 0.99, "epsilon": 1e-3, "center": True, "scale": True},
     "Activation": {"activation": REQUIRED},
     "UpSampling2D": {"size": 2, "interpolation": "nearest"},
+    "Rescaling": {"scale": REQUIRED, "offset": 0.0},
 }
 COMMON_ARGS = {"name": None, "input_shape": None}  # accepted by every Keras layer
 ALIASES = {  # other spellings Keras itself accepts
@@ -136,8 +140,8 @@ def _check_args(kind: str, raw: dict[Any, Any], path: str) -> dict[str, Any]:
         if value is None and default is None:  # e.g. pooling strides: null -> pool_size
             args[key] = None
             continue
-        try:
-            args[key] = CHECKS[key](value)  # defaults too: kernel_size 3 -> (3, 3)
+        try:  # defaults too: kernel_size 3 -> (3, 3)
+            args[key] = KIND_CHECKS.get((kind, key), CHECKS[key])(value)
         except ValueError as err:
             raise ConfigError(f"{path}.{key}: {err}") from None
     return args
@@ -212,6 +216,12 @@ def _positive_float(value: Any) -> float:
     return float(value)
 
 
+def _finite(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"expected a number, got {value!r}")
+    return float(value)
+
+
 def _layer_name(value: Any) -> str:
     # The name becomes the module's attribute and state_dict prefix: an identifier keeps it safe.
     if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
@@ -238,9 +248,15 @@ CHECKS: dict[str, Callable[[Any], Any]] = {
     "interpolation": _choice("nearest", "bilinear"),
     "activation": _activation,
     "use_bias": _bool,
+    "center": _bool,
+    "scale": _bool,  # BatchNormalization's; Rescaling's is a number (KIND_CHECKS)
+    "offset": _finite,
+    "kernel_initializer": _choice("glorot_uniform", "dirac"),
     "rate": lambda v: _fraction(v, upper=1.0, inclusive=False),  # 1.0 would drop everything
     "momentum": lambda v: _fraction(v, upper=1.0, inclusive=True),
     "epsilon": _positive_float,
     "name": _layer_name,
     "input_shape": _shape,
 }
+# Arguments whose meaning depends on the layer: Rescaling's scale is a factor, not a switch.
+KIND_CHECKS: dict[tuple[str, str], Callable[[Any], Any]] = {("Rescaling", "scale"): _finite}

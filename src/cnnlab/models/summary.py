@@ -1,8 +1,15 @@
-"""Keras's model.summary() for any module: layer, output shape (channels-last), parameters.
+"""Keras's model.summary() for any module: layer, output shape (channels-last), parameters,
+and the floating-point operations of one image through it.
 
 Counts follow Keras: BatchNormalization's moving mean and variance are non-trainable
 parameters (PyTorch keeps them as buffers), and so are frozen weights. Output shapes come from
 one forward pass of a single zero image, so the table also works for modules built elsewhere.
+
+FLOPs are counted in that same pass by torch's own `torch.utils.flop_counter.FlopCounterMode`
+(no extra dependency, unlike fvcore, and it sees any module, timm's and torchvision's included):
+convolutions and matrix products, 2 FLOPs per multiply-accumulate, so MACs = FLOPs / 2. Bias
+additions, activations, pooling and normalisation are not counted (a few percent at most in a
+CNN), as in the FLOPs papers quote.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ from typing import cast
 
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 # Buffers Keras counts as (non-trainable) weights; num_batches_tracked has no Keras twin.
 KERAS_WEIGHT_BUFFERS = ("running_mean", "running_var")
@@ -25,6 +33,7 @@ class SummaryRow:
     output_shape: tuple[int | None, ...] | None  # (None, 126, 126, 4); None if not run
     trainable: int
     non_trainable: int
+    flops: int = 0  # forward pass of one image (batch 1); MACs are half
 
     @property
     def params(self) -> int:
@@ -46,14 +55,22 @@ def count_params(module: nn.Module) -> tuple[int, int]:
 def summary_rows(model: nn.Module, input_shape: Sequence[int]) -> list[SummaryRow]:
     """One row per top-level layer (or per block of a backbone, which names its own groups),
     with its output for one image of `input_shape` (H, W, C)."""
+    return _rows_and_total(model, input_shape)[0]
+
+
+def _rows_and_total(model: nn.Module, input_shape: Sequence[int]) -> tuple[list[SummaryRow], int]:
+    """The rows, and the FLOPs of the whole forward pass (more than the rows' sum when forward
+    computes outside its layers)."""
     groups = _groups(model)
-    shapes = _output_shapes(model, tuple(input_shape), groups)
+    shapes, flops = _trace(model, tuple(input_shape), groups)
+    names = _counter_names(model)
     rows = []
     for name, kind, modules in groups:
         counts = [count_params(module) for module in modules]
         trainable, non_trainable = (sum(c[0] for c in counts), sum(c[1] for c in counts))
-        rows.append(SummaryRow(name, kind, shapes.get(name), trainable, non_trainable))
-    return rows
+        group_flops = sum(_total(flops.get(names.get(module, ""), {})) for module in modules)
+        rows.append(SummaryRow(name, kind, shapes.get(name), trainable, non_trainable, group_flops))
+    return rows, _total(flops.get("Global", {}))
 
 
 Group = tuple[str, str, list[nn.Module]]  # row name, kind, the modules it covers
@@ -67,15 +84,17 @@ def _groups(model: nn.Module) -> list[Group]:
 
 
 def format_summary(model: nn.Module, input_shape: Sequence[int]) -> str:
-    """The Keras-style table as plain text, ending with Keras's three totals lines."""
-    rows = summary_rows(model, input_shape)
-    cells = [("Layer (type)", "Output Shape", "Param #")] + [
-        (f"{r.name} ({r.kind})", _shape_text(r.output_shape), f"{r.params:,}") for r in rows
+    """The Keras-style table as plain text with a FLOPs column, then Keras's three totals lines
+    and the total FLOPs and MACs of one image."""
+    rows, flops = _rows_and_total(model, input_shape)
+    cells = [("Layer (type)", "Output Shape", "Param #", "FLOPs")] + [
+        (f"{r.name} ({r.kind})", _shape_text(r.output_shape), f"{r.params:,}", f"{r.flops:,}")
+        for r in rows
     ]
-    widths = [max(len(row[i]) for row in cells) + 4 for i in range(3)]
+    widths = [max(len(row[i]) for row in cells) + 4 for i in range(4)]
     rule = sum(widths) + 1
 
-    def line(row: tuple[str, str, str]) -> str:
+    def line(row: tuple[str, ...]) -> str:
         return (" " + "".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))).rstrip()
 
     trainable, non_trainable = count_params(model)
@@ -91,9 +110,18 @@ def format_summary(model: nn.Module, input_shape: Sequence[int]) -> str:
             f"Total params: {trainable + non_trainable:,}",
             f"Trainable params: {trainable:,}",
             f"Non-trainable params: {non_trainable:,}",
+            f"FLOPs (one image, forward): {flops:,} ({_si(flops)})",
+            f"MACs (multiply-accumulates = FLOPs / 2): {flops // 2:,} ({_si(flops // 2)})",
             "_" * rule,
         ]
     )
+
+
+def _si(value: int) -> str:
+    for scale, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "K")):
+        if value >= scale:
+            return f"{value / scale:.2f} {prefix}"
+    return str(value)
 
 
 def _shape_text(shape: tuple[int | None, ...] | None) -> str:
@@ -102,11 +130,11 @@ def _shape_text(shape: tuple[int | None, ...] | None) -> str:
     return "(" + ", ".join("None" if s is None else str(s) for s in shape) + ")"
 
 
-def _output_shapes(
+def _trace(
     model: nn.Module, input_shape: tuple[int, ...], groups: list[Group]
-) -> dict[str, tuple]:
+) -> tuple[dict[str, tuple], dict[str, dict[object, int]]]:
     """Each group's output (its last module's) for one zero image, Keras order with the batch
-    axis as None."""
+    axis as None; and FlopCounterMode's FLOPs of that pass by module name, "Global" the whole."""
     first = next(model.parameters(), None)
     device = first.device if first is not None else torch.device("cpu")
     dtype = first.dtype if first is not None and first.is_floating_point() else torch.float32
@@ -125,16 +153,27 @@ def _output_shapes(
     # eval(): one image cannot be batch-normalised; restore each module's own mode afterwards,
     # since a frozen backbone may keep some BatchNorm layers in eval on purpose.
     modes = {module: module.training for module in model.modules()}
+    counter = FlopCounterMode(display=False)
     try:
         model.eval()
-        with torch.no_grad():
+        with torch.no_grad(), counter:
             model(torch.zeros(size, device=device, dtype=dtype))
     finally:
         for hook in hooks:
             hook.remove()
         for module, training in modes.items():
             module.training = training
-    return shapes
+    return shapes, dict(counter.get_flop_counts())
+
+
+def _counter_names(model: nn.Module) -> dict[nn.Module, str]:
+    """FlopCounterMode's name of each module: the root's class name, then the dotted path."""
+    root = type(model).__name__
+    return {module: f"{root}.{name}" if name else root for name, module in model.named_modules()}
+
+
+def _total(counts: dict[object, int]) -> int:
+    return int(sum(counts.values()))
 
 
 def _keras_order(shape: torch.Size) -> tuple[int | None, ...]:

@@ -13,6 +13,10 @@ count. With the reports' inputs the trainable parameter counts are the reports' 
 
 Convolutions are Keras's default "valid" and pools 2x2 unless the report says otherwise; hidden
 layers use ReLU, as all five reports do.
+
+`airbench` is not a report's: it is the network of Keller Jordan's CIFAR-10 speed record
+(airbench94), 1,971,640 trainable parameters at 32x32x3 with 10 classes, written with the same
+layers (examples/cifar10_speed.yaml trains it with the rest of its recipe).
 """
 
 from __future__ import annotations
@@ -181,3 +185,50 @@ def catsdogs_cnn(input_shape: tuple[int, ...], num_classes: int) -> LayerList:
         dropout(0.9),
         binary_or_softmax_head(num_classes),
     ]
+
+
+# --- airbench94's network -------------------------------------------------------------------
+
+AIRBENCH_WIDTHS = (64, 256, 256)  # its blocks: 1x, 4x, 4x its base width of 64
+AIRBENCH_LOGIT_SCALE = 1 / 9  # its final Mul: logits shrunk so the head starts near uniform
+
+
+def airbench_norm() -> dict[str, Any]:
+    """BatchNorm as airbench's: a Keras momentum of 0.6 (fast statistics for a short run), eps
+    1e-12, and no learned scale (its weight is frozen at 1), only the offset."""
+    return {"BatchNormalization": {"momentum": 0.6, "epsilon": 1e-12, "scale": False}}
+
+
+def airbench_block(filters: int) -> LayerList:
+    """conv - pool - norm - GELU - conv - norm - GELU; 3x3 "same" convolutions without bias
+    (the norm's offset is the bias), started near the identity (dirac)."""
+    conv_same = {
+        "Conv2D": {
+            "filters": filters,
+            "kernel_size": 3,
+            "padding": "same",
+            "use_bias": False,
+            "kernel_initializer": "dirac",
+        }
+    }
+    gelu = {"Activation": "gelu"}
+    return [conv_same, pool(), airbench_norm(), gelu, conv_same, airbench_norm(), gelu]
+
+
+@MODELS.register("airbench")
+def airbench(input_shape: tuple[int, ...], num_classes: int) -> LayerList:
+    """airbench94's net: a 2x2 conv of 2 x C x 4 filters (24 for RGB; model.whiten_first_conv
+    sets it from the data, as airbench does), GELU, three conv blocks of widths 64/256/256
+    halving the size (32 -> 31 -> 15 -> 7 -> 3), a 3x3 max-pool to one pixel, a Dense without
+    bias, its logits times 1/9."""
+    channels = input_shape[-1]
+    whiten = {"Conv2D": {"filters": 2 * channels * 4, "kernel_size": 2, "activation": "gelu"}}
+    blocks = [layer for width in AIRBENCH_WIDTHS for layer in airbench_block(width)]
+    head = [
+        pool(3),
+        FLATTEN,
+        {"Dense": {"units": num_classes, "use_bias": False}},
+        {"Rescaling": {"scale": AIRBENCH_LOGIT_SCALE}},
+        {"Activation": "softmax"},
+    ]
+    return [whiten, *blocks, *head]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -20,6 +21,19 @@ STAGE_COLOR = "#7f7f7f"
 ANNOTATE_MAX_CLASSES = 20  # beyond this, numbers in cells are unreadable
 GROUPED_MAX_CLASSES = 30
 TILE_MIN, TILE_MAX = 96, 160  # px: tiny images are enlarged, large ones shrunk to this
+LEGEND_MAX_CURVES = 10  # beyond, one thin line per class and no legend: a legend of 100 is noise
+
+
+class ClassCurve(NamedTuple):
+    """One class against the rest: its ROC and precision-recall curves (scikit-learn's)."""
+
+    name: str
+    fpr: np.ndarray
+    tpr: np.ndarray
+    recall: np.ndarray
+    precision: np.ndarray
+    auc: float | None  # the recorded numbers (metrics.json), for the legend
+    average_precision: float | None
 
 
 def png_bytes(figure: Figure) -> bytes:
@@ -139,6 +153,89 @@ def class_distribution(counts: Mapping[str, Mapping[str, float]], classes: Seque
         axes[-1].set_xticks(x, names, rotation=90 if _long(classes) else 0, fontsize=size)
     axes[-1].set_xlabel("class")
     return png_bytes(figure)
+
+
+def roc_pr_curves(
+    curves: Sequence[ClassCurve], macro: tuple[np.ndarray, np.ndarray] | None
+) -> bytes:
+    """ROC (left) and precision-recall (right) curves, one per class against the rest; `macro`:
+    the mean ROC curve (true positive rate averaged at fixed false positive rates)."""
+    figure = Figure(figsize=(10, 4.4), layout="constrained")
+    roc, pr = figure.subplots(1, 2)
+    labelled = len(curves) <= LEGEND_MAX_CURVES
+    style = {"linewidth": 1.4} if labelled else {"linewidth": 0.7, "alpha": 0.45}
+    for k, curve in enumerate(curves):
+        scores = f"AUC {_short(curve.auc)}, AP {_short(curve.average_precision)}"
+        label = f"{curve.name} ({scores})" if labelled else None
+        roc.plot(curve.fpr, curve.tpr, color=f"C{k % 10}", label=label, **style)
+        pr.step(curve.recall, curve.precision, where="post", color=f"C{k % 10}", **style)
+    if macro is not None:
+        roc.plot(*macro, color="black", linewidth=2.2, label="macro average")
+    roc.plot([0, 1], [0, 1], color=STAGE_COLOR, linestyle=":", linewidth=1, label="chance")
+    for ax, title, x, y in (
+        (roc, "ROC", "false positive rate", "true positive rate"),
+        (pr, "precision-recall", "recall", "precision"),
+    ):
+        ax.set(title=title, xlabel=x, ylabel=y, xlim=(-0.01, 1.01), ylim=(-0.01, 1.02))
+        ax.set_aspect("equal")
+        ax.grid(alpha=0.3)
+    # One legend for both panels, beside them: inside, ten entries hide the curves.
+    figure.legend(
+        *roc.get_legend_handles_labels(), loc="outside right center", frameon=False, fontsize=8
+    )
+    return png_bytes(figure)
+
+
+def reliability_diagram(
+    edges: Sequence[float],
+    accuracy: Sequence[float | None],
+    confidence: Sequence[float | None],
+    count: Sequence[int],
+    ece: float | None,
+) -> bytes:
+    """Accuracy against confidence per bin (a calibrated model sits on the diagonal), the gap
+    to each bin's mean confidence shaded, and the images per bin below."""
+    bounds = np.asarray(edges, dtype=float)
+    lower, width = bounds[:-1], np.diff(bounds)
+    filled = np.asarray(count) > 0
+    acc = np.asarray([a if a is not None else np.nan for a in accuracy], dtype=float)
+    conf = np.asarray([c if c is not None else np.nan for c in confidence], dtype=float)
+    figure = Figure(figsize=(5.6, 6), layout="constrained")
+    top, bottom = figure.subplots(2, 1, sharex=True, height_ratios=(3, 1))
+    top.bar(
+        lower[filled],
+        acc[filled],
+        width[filled],
+        align="edge",
+        color=TRAIN_COLOR,
+        edgecolor="white",
+        label="accuracy",
+    )
+    gap_low, gap_high = np.minimum(acc, conf)[filled], np.abs(acc - conf)[filled]
+    top.bar(
+        lower[filled],
+        gap_high,
+        width[filled],
+        bottom=gap_low,
+        align="edge",
+        color="#d62728",
+        alpha=0.3,
+        edgecolor="#d62728",
+        label="gap to confidence",
+    )
+    top.plot([0, 1], [0, 1], color=STAGE_COLOR, linestyle=":", linewidth=1, label="calibrated")
+    title = "reliability" + (f" (ECE {ece:.4f})" if ece is not None else "")
+    top.set(title=title, ylabel="accuracy", xlim=(0, 1), ylim=(0, 1))
+    top.grid(alpha=0.3)
+    top.legend(frameon=False, fontsize=8, loc="upper left")
+    bottom.bar(lower, np.asarray(count, dtype=float), width, align="edge", color=STAGE_COLOR)
+    bottom.set(xlabel="confidence (top class)", ylabel="images")
+    bottom.grid(axis="y", alpha=0.3)
+    return png_bytes(figure)
+
+
+def _short(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
 
 
 def image_tile(image: np.ndarray) -> bytes:

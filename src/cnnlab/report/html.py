@@ -2,8 +2,9 @@
 
 Every figure is embedded as a base64 PNG and the CSS is inline, so the page opens offline,
 from an e-mail attachment or a copied folder, exactly as it was written. Under the learning
-curves, their diagnosis in words (diagnosis.py); after the test images, the run's later
-evaluations (`cnnlab evaluate`, evaluations/<name>/), when it has any.
+curves, their diagnosis in words (diagnosis.py); after the per-class table, the ROC and
+precision-recall curves and the reliability diagram (view.ranking_section); after the test
+images, the run's later evaluations (`cnnlab evaluate`, evaluations/<name>/), when it has any.
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ def page_context(
         "curves": curves,
         "diagnosis": diagnose(run.history) if curves else [],  # the curves in words
         "per_class": view.per_class_section(run),
+        "ranking": view.ranking_section(run),  # ROC, precision-recall, calibration
         "misclassified": view.misclassified_tiles(misclassified),
         "evaluations": view.evaluations_table(run),  # `cnnlab evaluate`, after the run
         "summary": run.summary.rstrip(),
@@ -86,6 +88,7 @@ def _sections(context: dict[str, Any]) -> list[tuple[str, str]]:
         ("curves", "Learning curves", context["trained"]),
         ("confusion", "Confusion matrix", per_class),
         ("per-class", "Per-class metrics", per_class),
+        ("ranking", "ROC and calibration", context["ranking"] is not None),
         ("misclassified", "Misclassified", context["misclassified"] is not None),
         ("evaluations", "Evaluations", bool(context["evaluations"])),
         ("model", "Model", True),

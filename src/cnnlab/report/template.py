@@ -159,6 +159,43 @@ TEMPLATE = """<!DOCTYPE html>
 </section>
 {% endif %}
 
+{% if ranking %}
+<section id="ranking">
+  <h2>ROC, precision-recall and calibration <small>({{ ranking.split }})</small></h2>
+  {% if ranking.curves_src %}
+  <p class="hint">Each class against the rest
+  {%- if ranking.binary %} (two classes: the second as the positive one){% endif %}
+  {%- if ranking.many %}, one thin line per class, the black line their macro average{% endif %};
+  drawn from the probabilities in predictions.csv.</p>
+  <img class="figure" src="{{ ranking.curves_src }}" alt="ROC and precision-recall curves">
+  {% else %}<p class="hint">No curves: predictions.csv has no probabilities of the
+  {{ ranking.split }} split.</p>{% endif %}
+  {% if ranking.undefined %}
+  <p class="hint">ROC AUC undefined (no image of the class, or only images of it, in
+  {{ ranking.split }}), left out of the macro average: {{ ranking.undefined | join(", ") }}.</p>
+  {% endif %}
+  <div class="columns">
+    <div class="{{ 'long' if ranking.rows | length > 25 else '' }}"><table id="auc">
+      <thead><tr><th>class</th><th>ROC AUC</th><th>average precision</th></tr></thead>
+      <tbody>
+      {% for row in ranking.rows %}
+        <tr><td>{{ row.name }}</td><td>{{ row.auc }}</td><td>{{ row.ap }}</td></tr>
+      {% endfor %}
+        <tr class="average"><td>macro average</td><td>{{ ranking.macro.auc }}</td>
+          <td>{{ ranking.macro.ap }}</td></tr>
+      </tbody>
+    </table></div>
+    {% if ranking.reliability_src %}
+    <div><img class="figure" src="{{ ranking.reliability_src }}" alt="reliability diagram"
+      style="max-width: 520px">
+    <p class="hint">Expected calibration error {{ ranking.ece }}: over {{ ranking.bins }}
+    equal-width bins of the top class's probability, |accuracy &minus; confidence| weighted by
+    each bin's share of the images. 0 is perfectly calibrated.</p></div>
+    {% endif %}
+  </div>
+</section>
+{% endif %}
+
 {% if misclassified %}
 <section id="misclassified">
   <h2>Misclassified test images</h2>

@@ -7,17 +7,27 @@ needs nothing but itself.
 from __future__ import annotations
 
 import base64
+import csv
+import io
 import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any, TypeGuard
 
 import numpy as np
 
 from cnnlab.report import figures
-from cnnlab.runfiles import SPLIT_ORDER, Evaluation, RunFiles, has_values, mapping
+from cnnlab.runfiles import (
+    PREDICTIONS,
+    SPLIT_ORDER,
+    Evaluation,
+    RunFiles,
+    has_values,
+    mapping,
+)
 
 MAX_MISCLASSIFIED = 32  # a screenful; the full list is in predictions.csv
 TOP_K = re.compile(r"^top_(\d+)_accuracy$")
@@ -171,6 +181,108 @@ def _class_row(name: str, values: dict[str, Any]) -> dict[str, str]:
     }
 
 
+def ranking_section(run: RunFiles) -> dict[str, Any] | None:
+    """ROC and precision-recall curves, AUC and AP per class, and the reliability diagram with
+    its ECE, for test when it has them, else val. The numbers are metrics.json's; the curves are
+    drawn from predictions.csv's probabilities (metrics.json keeps no curves)."""
+    for split in ("test", "val"):
+        values = mapping(run.metrics.get(split))
+        if mapping(values.get("roc_auc")) or mapping(values.get("calibration")):
+            return _ranking(run, split, values)
+    return None
+
+
+def _ranking(run: RunFiles, split: str, values: dict[str, Any]) -> dict[str, Any]:
+    classes = class_names(run, values)
+    auc, ap = mapping(values.get("roc_auc")), mapping(values.get("average_precision"))
+    auc_of, ap_of = mapping(auc.get("per_class")), mapping(ap.get("per_class"))
+    scored = split_predictions(run.folder, split, classes)
+    curves_src = None
+    if scored is not None:
+        curves, macro = class_curves(*scored, classes, auc_of, ap_of)
+        curves_src = data_uri(figures.roc_pr_curves(curves, macro)) if curves else None
+    bins = mapping(values.get("calibration"))
+    edges, count = bins.get("bins"), bins.get("count")
+    reliability_src = None
+    if isinstance(edges, list) and isinstance(count, list) and len(edges) == len(count) + 1:
+        accuracy, confidence = bins.get("accuracy") or [], bins.get("confidence") or []
+        reliability_src = data_uri(
+            figures.reliability_diagram(edges, accuracy, confidence, count, _number(values, "ece"))
+        )
+    return {
+        "split": split,
+        "curves_src": curves_src,
+        "binary": len(classes) == 2,
+        "many": len(classes) > figures.LEGEND_MAX_CURVES,
+        "reliability_src": reliability_src,
+        "bins": len(count) if isinstance(count, list) else 0,
+        "ece": decimal(values.get("ece")),
+        "rows": [
+            {"name": c, "auc": decimal(auc_of.get(c), 3), "ap": decimal(ap_of.get(c), 3)}
+            for c in classes
+        ],
+        "macro": {"auc": decimal(auc.get("macro"), 3), "ap": decimal(ap.get("macro"), 3)},
+        "undefined": [str(c) for c in auc.get("undefined") or []],
+    }
+
+
+def split_predictions(
+    folder: Path, split: str, classes: list[str]
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """(labels, probabilities) of `split` from predictions.csv; None when the file is missing,
+    damaged or has no probability column per class (read_run notes nothing: the section says
+    the curves are missing)."""
+    try:
+        reader = csv.reader(io.StringIO((folder / PREDICTIONS).read_text(encoding="utf-8")))
+        header = next(reader, [])
+        columns = [header.index(f"p_{c}") for c in classes]
+        split_at, label_at = header.index("split"), header.index("label")
+        index = {c: k for k, c in enumerate(classes)}
+        rows = [row for row in reader if row and row[split_at] == split]
+        labels = np.array([index[row[label_at]] for row in rows], dtype=np.int64)
+        probabilities = np.array([[float(row[c]) for c in columns] for row in rows])
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, IndexError, csv.Error):
+        return None
+    return (labels, probabilities) if len(rows) else None
+
+
+def class_curves(
+    labels: np.ndarray,
+    probabilities: np.ndarray,
+    classes: list[str],
+    auc: dict[str, Any],
+    ap: dict[str, Any],
+) -> tuple[list[figures.ClassCurve], tuple[np.ndarray, np.ndarray] | None]:
+    """Each class against the rest (two classes: the second, scikit-learn's positive one), with
+    the macro-average ROC curve when there are more than two. A class with no image, or with
+    every image, of the split has no ROC curve and is left out."""
+    from sklearn.metrics import precision_recall_curve, roc_curve  # 1.5 s: only when drawn
+
+    curves = []
+    for k in [1] if len(classes) == 2 else range(len(classes)):
+        positive = labels == k
+        if positive.all() or not positive.any():
+            continue
+        fpr, tpr, _ = roc_curve(positive, probabilities[:, k])
+        precision, recall, _ = precision_recall_curve(positive, probabilities[:, k])
+        name = classes[k]
+        curves.append(
+            figures.ClassCurve(
+                name, fpr, tpr, recall, precision, _number(auc, name), _number(ap, name)
+            )
+        )
+    if len(classes) == 2 or not curves:
+        return curves, None
+    grid = np.linspace(0.0, 1.0, 201)
+    mean_tpr = np.mean([np.interp(grid, c.fpr, c.tpr) for c in curves], axis=0)
+    return curves, (grid, mean_tpr)
+
+
+def _number(values: dict[str, Any], key: str) -> float | None:
+    value = values.get(key)
+    return float(value) if isinstance(value, int | float) and _finite(value) else None
+
+
 def misclassified_tiles(wrong: Misclassified | None) -> dict[str, Any] | None:
     if wrong is None:
         return None
@@ -269,6 +381,7 @@ def run_info(run: RunFiles) -> dict[str, list[tuple[str, str]]]:
         ("finished", manifest.get("finished")),
         ("epochs run", manifest.get("epochs_run")),
         ("stopped early", _yes_no(manifest.get("stopped_early"))),
+        ("weights evaluated", manifest.get("weights_evaluated")),  # raw, ema or swa
         ("features", model.get("feature_dimension")),  # a features run: what it classified
         ("classifier", mapping(model.get("classifier")).get("estimator")),
         ("total params", _count_or_none(model.get("total_params"))),

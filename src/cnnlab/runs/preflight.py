@@ -1,10 +1,12 @@
 """What a run would use, without training it: its data prepared, its augmentation previewed,
-its model summarised. `cnnlab prepare`, `augment-preview` and `summary` are these calls."""
+its model summarised, its learning rate swept. `cnnlab prepare`, `augment-preview`, `summary`
+and `lr-find` are these calls."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from cnnlab.augment.pipeline import build_transforms
 from cnnlab.augment.preview import split_preview
@@ -13,8 +15,12 @@ from cnnlab.data.pipeline import Data, load_data
 from cnnlab.errors import ConfigError
 from cnnlab.models import format_summary, model_from_config
 from cnnlab.runs.folder import RunFolder
-from cnnlab.runs.skeleton import data_config
-from cnnlab.runtime import select_device
+from cnnlab.runs.skeleton import data_config, fetch_weights
+from cnnlab.runs.trained import make_trainee, train_batches
+from cnnlab.runs.tuner import choose_batch, sweep
+from cnnlab.runtime import IMAGE_LAYOUT, seed_everything, select_device, set_deterministic
+from cnnlab.train.batch_size import with_batch_size
+from cnnlab.train.lr_find import END, START, LRFind
 
 
 def prepare(cfg: Experiment, parent: Path, name: str) -> tuple[RunFolder, Data]:
@@ -24,6 +30,31 @@ def prepare(cfg: Experiment, parent: Path, name: str) -> tuple[RunFolder, Data]:
     folder = RunFolder.create(parent, name)
     folder.write_data(cfg, data)
     return folder, data
+
+
+def lr_find(
+    cfg: Experiment, steps: int | None = None, start: float = START, end: float = END
+) -> tuple[LRFind, int, dict[str, Any] | None]:
+    """The learning-rate range test a run of `cfg` with lr: auto makes before epoch 1 (its
+    data, augmentation, model, first stage, optimiser and batch size, an auto batch chosen as
+    the run would), without a run: nothing is written. (result, batch size, the auto batch's
+    record or None)."""
+    if cfg.model is None or cfg.classifier is not None:
+        raise ConfigError("lr-find: needs a network that trains: model: without classifier:")
+    if not 0 < start < end:
+        raise ConfigError(f"lr-find: --start {start:g} must be above 0 and below --end {end:g}")
+    device = select_device(cfg.train.device)
+    fetch_weights(cfg)
+    set_deterministic(cfg.train.deterministic)
+    seed_everything(cfg.seed)
+    data = load_data(data_config(cfg), cfg.seed)
+    model = model_from_config(cfg.model, data.input_shape, data.num_classes)
+    # Module.to takes memory_format with a device at runtime; torch's overloads leave it out
+    model = model.to(device, memory_format=IMAGE_LAYOUT)  # type: ignore[call-overload]
+    base = make_trainee(model, cfg, data, device)
+    train = train_batches(cfg, data, device)
+    size, record = choose_batch(cfg, base, train, device)
+    return sweep(cfg, base, with_batch_size(train, size), steps, start, end), size, record
 
 
 def augment_preview(cfg: Experiment, images: int = 4, versions: int = 8) -> bytes:

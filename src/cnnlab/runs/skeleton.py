@@ -27,6 +27,7 @@ from cnnlab.runs.folder import RunFolder
 from cnnlab.runs.manifest import now, run_manifest
 from cnnlab.runtime import seed_everything, select_device, set_deterministic
 from cnnlab.task.classification import mistakes, predictions_csv
+from cnnlab.train.batch_size import CPU_BATCH
 
 GPU_EVAL_BATCH = 256  # evaluate.batch_size unset, on a GPU
 
@@ -140,7 +141,10 @@ def eval_batch_size(cfg: Experiment, device: torch.device) -> int:
     """See EvaluateConfig.batch_size."""
     if cfg.evaluate.batch_size is not None:
         return cfg.evaluate.batch_size
-    return GPU_EVAL_BATCH if device.type == "cuda" else cfg.train.batch_size
+    if device.type == "cuda":
+        return GPU_EVAL_BATCH
+    # a finished run's config.yaml keeps auto, which is Keras's 32 on the CPU (train/batch_size.py)
+    return CPU_BATCH if cfg.train.batch_size == "auto" else cfg.train.batch_size
 
 
 def finish(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 import numpy as np
@@ -14,9 +14,11 @@ from cnnlab import runfiles
 from cnnlab.augment.pipeline import EvalTransform, TrainTransform, build_transforms
 from cnnlab.config import Experiment
 from cnnlab.data.batches import DeviceBatches
+from cnnlab.data.health import remedy_note
 from cnnlab.data.pipeline import Data, load_data
 from cnnlab.errors import ConfigError
 from cnnlab.models import count_params, format_summary, model_from_config
+from cnnlab.models.whiten import whiten_first_conv
 from cnnlab.runs.finished import FinishedRun
 from cnnlab.runs.folder import RunFolder
 from cnnlab.runs.kinds import KINDS, RunKind
@@ -30,10 +32,20 @@ from cnnlab.runs.skeleton import (
     finish,
     image_batches,
 )
+from cnnlab.runs.tuner import SAVED as TUNED
+from cnnlab.runs.tuner import Tuned, tune
 from cnnlab.runtime import IMAGE_LAYOUT
 from cnnlab.task import history_columns
-from cnnlab.task.classification import Classification, split_metrics
+from cnnlab.task.classification import Classification, class_weights, split_metrics
 from cnnlab.task.inference import Inference, infer
+from cnnlab.train.averaging import WeightAverage, weight_average
+from cnnlab.train.batch_size import (
+    CPU_BATCH,
+    is_out_of_memory,
+    release_memory,
+    rescaled,
+    with_batch_size,
+)
 from cnnlab.train.callbacks import (
     BestWeights,
     Callback,
@@ -46,7 +58,12 @@ from cnnlab.train.callbacks import (
 from cnnlab.train.checkpoint import load_state, load_weights, restore_rng
 from cnnlab.train.compiled import compile_model
 from cnnlab.train.loop import Trainee
+from cnnlab.train.probe import restore as restore_probe
+from cnnlab.train.probe import snapshot
 from cnnlab.train.stages import run_stages, stages_of
+
+# run_stages's summary: what each stage trained, for the manifest
+Fitted = list[dict[str, Any]]
 
 
 def run_trained(
@@ -60,6 +77,9 @@ def run_trained(
     assert cfg.model is not None  # the caller's check (a run needs a model)
     run = begin(cfg, folder, console, data_config(cfg))
     data, device = run.data, run.device
+    imbalance = remedy_note(data.health)  # the report shows it too; here unless remedied
+    if imbalance and cfg.train.class_weight is None and cfg.data.sampler == "shuffle":
+        console.print(f"[yellow]warning:[/] {imbalance}", highlight=False)
 
     model = model_from_config(cfg.model, data.input_shape, data.num_classes)
     folder.write_summary(format_summary(model, data.input_shape) + "\n")
@@ -67,38 +87,61 @@ def run_trained(
         console.print(weights_line(model.info), highlight=False)
     # Module.to takes memory_format with a device at runtime; torch's overloads leave it out
     model = model.to(device, memory_format=IMAGE_LAYOUT)  # type: ignore[call-overload]
-    if cfg.train.compile != "off":
-        compile_model(model, cfg.train.compile)
     base = make_trainee(model, cfg, data, device)
+    if cfg.model.whiten_first_conv is not None:  # from the data; a resumed run loads it after
+        train_images = data.splits["train"].images
+        whiten_first_conv(
+            model, train_images, base.preprocess, cfg.model.whiten_first_conv, cfg.seed, device
+        )
+    # train.ema / train.swa: a copy of the (whitened) model, before compiling
+    average = base.average = weight_average(cfg.train, model)
     preprocess = cast(EvalTransform, base.preprocess)  # make_trainee's (build_transforms)
     preprocess.normalization.save(folder.file(runfiles.NORMALIZATION))
     saved = load_state(folder.path) if resume else None
-    state = restore(saved, model) if saved else TrainState()
+    state = restore(saved, model, average) if saved else TrainState()
+    train = train_batches(cfg, data, device)
+    clock = time.perf_counter()
+    tuned = tune(cfg, base, train, device, saved, folder, console)  # auto values, before epoch 1
+    cfg, train = tuned.experiment(cfg), with_batch_size(train, tuned.batch_size)
+    if tuned.halves or tuned.lr is not None:
+        run.timings["tune_s"] = time.perf_counter() - clock
+    if cfg.train.compile != "off":  # after the finders, which train the model uncompiled
+        compile_model(model, cfg.train.compile)
 
     clock = time.perf_counter()
-    train = DeviceBatches(
-        data.splits["train"].images,
-        data.splits["train"].labels,
-        batch_size=cfg.train.batch_size,
-        device=device,
-        seed=cfg.seed,
-    )
     val = eval_batches(data, "val", cfg, device)
     stages = stages_of(cfg.model, cfg.train)
     epochs = sum(stage.epochs for stage in stages)
 
     def stage_callbacks(trainee: Trainee, _end: int) -> list[Callback]:
-        own = default_callbacks(cfg, folder, trainee, console, epochs, has_val=val is not None)
+        own = default_callbacks(cfg, folder, trainee, console, epochs, val is not None, tuned)
         return [*own, *callbacks]
 
-    summary = run_stages(
-        base, cfg.train, stages, train, val, state, saved, stage_callbacks, console
+    def fit(batches: DeviceBatches, saved: dict[str, Any] | None, state: TrainState) -> Fitted:
+        return run_stages(
+            base, cfg.train, stages, batches, val, state, saved, stage_callbacks, console
+        )
+
+    per_epoch = cfg.train.steps_per_epoch
+    summary, state, train = fit_halving(
+        fit, tuned, train, saved, state, base, folder, console, per_epoch
     )
+    cfg = tuned.experiment(cfg)  # the batch size trained last, if it was halved
     run.timings["train_s"] = time.perf_counter() - clock
     if cfg.train.compile != "off":
         run.timings["compile_s"] = sum(stage.get("compile_s", 0.0) for stage in summary)
 
     clock = time.perf_counter()
+    evaluated_weights = "raw"  # BestWeights kept the raw network's best epoch
+    if average is not None:  # EMA: its best epoch is kept already; SWA: the mean, now
+        plain = (base.preprocess(images) for images, _ in train.epoch(0))
+        evaluated_weights = average.finish(plain, folder.weights)
+    if evaluated_weights == "swa" and cfg.train.swa is not None:
+        console.print(
+            f"SWA: the mean of the weights of epochs {cfg.train.swa.start_epoch}-{state.epoch} "
+            "is kept and evaluated",
+            highlight=False,
+        )
     load_weights(model, folder.weights)  # evaluate the kept (best) weights
     metrics, predicted = evaluate_all(base, data, cfg, device)
     run.timings["evaluate_s"] = time.perf_counter() - clock
@@ -110,10 +153,13 @@ def run_trained(
         cast("TrainTransform | None", base.augment),  # make_trainee's (build_transforms)
         deterministic=cfg.train.deterministic,
         epochs_run=state.epoch,
-        best_epoch=state.best_epoch,
+        best_epoch=state.epoch if evaluated_weights == "swa" else state.best_epoch,
+        weights_evaluated=evaluated_weights,  # raw, or the average: ema, swa
         stopped_early=state.stop,
         stop_reason=state.stop_reason,
         stages=summary,
+        class_weight=recorded_weights(base, data),
+        **tuned.manifest(),  # auto_batch_size, lr_find
     )
 
 
@@ -126,10 +172,16 @@ def weights_line(info) -> str:
 
 
 def make_trainee(
-    model: torch.nn.Module, cfg: Experiment, data: Data, device: torch.device
+    model: torch.nn.Module,
+    cfg: Experiment,
+    data: Data,
+    device: torch.device,
+    average: WeightAverage | None = None,
 ) -> Trainee:
-    """Model, task and transforms; each stage adds its optimiser and schedule."""
-    task = Classification.for_model(model, data.num_classes, cfg.train.label_smoothing)
+    """Model, task, transforms and weight average; each stage adds its optimiser and schedule."""
+    weights = class_weights(cfg.train.class_weight, data.classes, data.splits["train"].labels)
+    smoothing = cfg.train.label_smoothing
+    task = Classification.for_model(model, data.num_classes, smoothing, weights)
     augment, evaluate = build_transforms(
         cfg.augment,
         data.splits["train"].images,
@@ -137,15 +189,75 @@ def make_trainee(
         device,
         getattr(model, "preprocessing", None),
     )
-    return Trainee(model, None, None, task, evaluate, None if augment.is_identity else augment)
+    augment_or_none = None if augment.is_identity else augment
+    return Trainee(model, None, None, task, evaluate, augment_or_none, average)
 
 
-def restore(saved: dict[str, Any], model: torch.nn.Module) -> TrainState:
-    """Weights, random state and progress of the last complete epoch; each stage restores its
-    own optimiser (see run_stages)."""
+def recorded_weights(trainee: Trainee, data: Data) -> dict[str, float] | None:
+    """manifest.json's class_weight: the weight of each class the training loss used."""
+    weights = getattr(trainee.task, "class_weights", None)
+    return None if weights is None else dict(zip(data.classes, weights, strict=True))
+
+
+def restore(
+    saved: dict[str, Any], model: torch.nn.Module, average: WeightAverage | None = None
+) -> TrainState:
+    """Weights, weight average, random state and progress of the last complete epoch; each
+    stage restores its own optimiser (see run_stages)."""
     model.load_state_dict(saved["model"])
+    if average is not None:
+        average.load_state_dict(saved["average"])
     restore_rng(saved["rng"])
     return TrainState.from_saved(saved["state"])
+
+
+def train_batches(cfg: Experiment, data: Data, device: torch.device) -> DeviceBatches:
+    """The training split on `device`, shuffled per epoch; an auto batch size starts at
+    Keras's 32 until runs/tuner.py chooses."""
+    split, size = data.splits["train"], cfg.train.batch_size
+    return DeviceBatches(
+        split.images,
+        split.labels,
+        batch_size=CPU_BATCH if size == "auto" else size,
+        device=device,
+        seed=cfg.seed,
+        sampler=cfg.data.sampler,
+    )
+
+
+def fit_halving(
+    fit: Callable[[DeviceBatches, dict[str, Any] | None, TrainState], Fitted],
+    tuned: Tuned,
+    train: DeviceBatches,
+    saved: dict[str, Any] | None,
+    state: TrainState,
+    base: Trainee,
+    folder: RunFolder,
+    console: Console,
+    steps_per_epoch: int | None,
+) -> tuple[Fitted, TrainState, DeviceBatches]:
+    """`fit(train, saved, state)`. With an auto batch, out of device memory halves the batch
+    and fits again from the last complete epoch: the checkpoint's (as --resume would, the
+    schedule moved to the same point in the new count of steps), or the start's."""
+    start = snapshot(base) if tuned.halves else None
+    while True:
+        try:
+            return fit(train, saved, state), state, train
+        except Exception as error:
+            if not (tuned.halves and is_out_of_memory(error)):
+                raise
+        release_memory(train.device)  # out of the except block, the failed step's tensors are free
+        steps = len(train)
+        train = with_batch_size(train, tuned.halve(state.epoch + 1, console))
+        if folder.started_training:
+            saved = load_state(folder.path)
+            if steps_per_epoch is None:  # an epoch is one pass: now in twice the steps
+                saved = rescaled(saved, steps, len(train))
+            state = restore(saved, base.model, base.average)
+        else:
+            assert start is not None
+            restore_probe(base, start)
+            saved, state = None, TrainState()
 
 
 def default_callbacks(
@@ -155,6 +267,7 @@ def default_callbacks(
     console: Console,
     epochs: int,
     has_val: bool,
+    tuned: Tuned | None = None,
 ) -> list[Callback]:
     stopping = cfg.train.early_stopping
     monitor = stopping.monitor if stopping else "val_loss"
@@ -164,7 +277,7 @@ def default_callbacks(
         )
     callbacks: list[Callback] = [
         BestWeights(
-            trainee.model,
+            trainee.validated,  # the EMA of the weights when there is one
             folder.weights,
             monitor if has_val else "",
             stopping.min_delta if stopping else 0.0,
@@ -172,7 +285,15 @@ def default_callbacks(
     ]
     if stopping:
         callbacks.append(EarlyStopping(stopping))
-    parts = {"model": trainee.model, "optimizer": trainee.optimizer, "schedule": trainee.schedule}
+    parts: dict[str, Any] = {
+        "model": trainee.model,
+        "optimizer": trainee.optimizer,
+        "schedule": trainee.schedule,
+    }
+    if trainee.average is not None:
+        parts["average"] = trainee.average
+    if tuned is not None:  # the auto values, so a resumed run keeps them
+        parts[TUNED] = tuned
     return [
         *callbacks,
         HistoryCSV(folder.file(runfiles.HISTORY), history_columns(trainee.task)),

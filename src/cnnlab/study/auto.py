@@ -29,6 +29,7 @@ from rich.console import Console
 from cnnlab import runfiles
 from cnnlab.atomic import write_text
 from cnnlab.config import DataConfig
+from cnnlab.config_io import validate
 from cnnlab.data.pipeline import examine
 from cnnlab.errors import ConfigError
 from cnnlab.runs.folder import RunFolder
@@ -152,7 +153,7 @@ def run_auto(
 
 def _data_section(source: str, quality: Quality) -> dict[str, Any]:
     """The folder, checked, with a split where it has no parts of its own."""
-    checked = examine(DataConfig(source=source), options=None)
+    checked = examine(validate({"source": source}, DataConfig, "cnnlab auto"), options=None)
     checked.report.raise_for_errors(max_bad_fraction=0.05)
     parts = {s.split for s in checked.samples if s.split}
     side = SIZES[quality]

@@ -2,20 +2,43 @@
 
 The fit loop validates with it once per epoch and evaluation runs it over every split; the task
 says what the loss is and what else is added up, so neither computes accuracy itself.
+
+Test-time augmentation averages the task's predictions (probabilities) over views of each
+image: `tta=True` the image and its mirror; `"flip_translate"` airbench94's six views, weighted
+as its `infer_mirror_translate`: half on the image and its mirror, half on the mean of the two
+1-pixel translations (up-left and down-right, edges reflected) and their mirrors.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
+import torch.nn.functional as F
 
 from cnnlab.data.batches import DeviceBatches
 from cnnlab.runtime import autocast
 from cnnlab.task import Task
 
 Preprocess = Callable[[torch.Tensor], torch.Tensor]
+Tta = bool | Literal["flip_translate"]  # evaluate.tta
+
+
+def tta_views(inputs: torch.Tensor, tta: Tta) -> list[tuple[float, torch.Tensor]]:
+    """(weight, view) pairs, weights summing to 1; `inputs` are the model's (N, C, H, W)."""
+    if not tta:
+        return [(1.0, inputs)]
+    views = [(0.5, inputs), (0.5, inputs.flip(-1))]
+    if tta != "flip_translate":
+        return views
+    height, width = inputs.shape[-2:]
+    padded = F.pad(inputs, (1, 1, 1, 1), mode="reflect")
+    shifted = [padded[..., :height, :width], padded[..., 2:, 2:]]  # content moved +1 / -1 px
+    return [(w / 2, view) for w, view in views] + [
+        (0.125, view) for image in shifted for view in (image, image.flip(-1))
+    ]
 
 
 @dataclass
@@ -32,10 +55,10 @@ def infer(
     task: Task,
     preprocess: Preprocess,
     keep_predictions: bool = False,
-    tta: bool = False,
+    tta: Tta = False,
 ) -> Inference:
-    """Loss and statistics of `model` on a split; with `tta`, of the mean prediction of each
-    image and its mirror image (test-time augmentation by horizontal flip)."""
+    """Loss and statistics of `model` on a split; with `tta`, of the weighted mean prediction
+    of each image's views (tta_views: its mirror image, and with flip_translate shifts)."""
     was_training = model.training
     model.eval()
     device = batches.device
@@ -45,15 +68,17 @@ def infer(
     predictions: torch.Tensor | None
     for images, targets in batches.epoch(0):
         inputs = preprocess(images)
-        with autocast(device):
-            outputs = model(inputs)
         if tta:
-            with autocast(device):
-                mirrored = model(inputs.flip(-1))
-            predictions = (task.predictions(outputs) + task.predictions(mirrored)) / 2
+            predictions = torch.zeros((), device=device)
+            for weight, view in tta_views(inputs, tta):
+                with autocast(device):
+                    outputs = model(view)
+                predictions = predictions + weight * task.predictions(outputs)
             loss = task.prediction_loss(predictions, targets)
             stats = task.prediction_stats(predictions, targets)
         else:
+            with autocast(device):
+                outputs = model(inputs)
             predictions = task.predictions(outputs) if keep_predictions else None
             loss = task.loss(outputs, targets, reduction="sum")
             stats = task.batch_stats(outputs, targets)

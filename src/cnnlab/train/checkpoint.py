@@ -2,7 +2,8 @@
 
 `model.safetensors` holds the best weights (safetensors: tensors only, nothing executable).
 `checkpoints/last.pt` holds everything needed to continue: weights, optimiser, schedule,
-random-number state and the history so far; it is read with `weights_only=True`.
+random-number state, the history so far and the weight average (train.ema / train.swa, under
+"average"); it is read with `weights_only=True`.
 """
 
 from __future__ import annotations

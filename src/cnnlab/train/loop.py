@@ -11,10 +11,11 @@ import torch
 
 from cnnlab.data.batches import DeviceBatches
 from cnnlab.errors import CnnlabError
-from cnnlab.progress import progress_bar
+from cnnlab.progress import Advance, progress_bar
 from cnnlab.runtime import autocast
 from cnnlab.task import Task
 from cnnlab.task.inference import Preprocess, infer
+from cnnlab.train.averaging import WeightAverage
 from cnnlab.train.callbacks import Callback, TrainState
 
 
@@ -37,10 +38,16 @@ class Trainee:
     task: Task
     preprocess: Preprocess  # uint8 batch -> model input, deterministic (validation)
     augment: Augment | None = None  # uint8 batch -> augmented model input (training)
+    average: WeightAverage | None = None  # train.ema / train.swa: averaged weights beside model
 
     @property
     def train_transform(self) -> Preprocess:
         return self.augment if self.augment is not None else self.preprocess
+
+    @property
+    def validated(self) -> torch.nn.Module:
+        """The network validation measures: the EMA of the weights when there is one."""
+        return self.model if self.average is None else self.average.validated(self.model)
 
 
 class Augment(Protocol):
@@ -79,11 +86,16 @@ def fit(
             callback.on_epoch_begin(state, epoch)
         if trainee.augment is not None:
             trainee.augment.begin_epoch(epoch)
+        average = trainee.average
+        if average is not None and trainee.schedule is not None:  # SWA's lr from its start
+            trainee.schedule = average.schedule(epoch, optimizer, trainee.schedule, steps)
         with progress_bar(f"Epoch {epoch + 1}/{epochs}", total=steps) as advance:
             trained = train_epoch(trainee, train.epoch(epoch, steps_per_epoch), epoch, advance)
+        if average is not None:
+            average.end_epoch(trainee.model, epoch)
         logs = {"epoch": epoch + 1, **trained}
         if val is not None:  # one host synchronisation per epoch for validation
-            checked = infer(trainee.model, val, trainee.task, trainee.preprocess)
+            checked = infer(trainee.validated, val, trainee.task, trainee.preprocess)
             logs["val_loss"] = checked.loss
             logs |= {f"val_{name}": value for name, value in checked.stats.items()}
         logs |= {
@@ -99,7 +111,7 @@ def fit(
     return state
 
 
-def train_epoch(trainee: Trainee, batches, epoch: int, advance) -> dict[str, float]:
+def train_epoch(trainee: Trainee, batches, epoch: int, advance: Advance) -> dict[str, float]:
     """Mean loss and task statistics of one epoch, accumulated on the device and read once."""
     model, task = trainee.model, trainee.task
     optimizer, schedule = trainee.optimizer, trainee.schedule
@@ -114,6 +126,14 @@ def train_epoch(trainee: Trainee, batches, epoch: int, advance) -> dict[str, flo
     first_bad = torch.full((), -1.0, device=device, dtype=torch.float64)
     transform, augment = trainee.train_transform, trainee.augment
     mixing = augment is not None and augment.mixes()
+    names = ("loss", *task.stat_names)
+
+    def running() -> dict[str, float]:
+        """The epoch so far, for the progress bar: one host synchronisation, made only when
+        the bar redraws (a few times a second), never per step."""
+        loss_sum, *sums, seen = totals.tolist()
+        return dict(zip(names, (v / seen for v in (loss_sum, *sums)), strict=True)) if seen else {}
+
     for images, labels in batches:
         inputs, targets = transform(images), labels
         if augment is not None and mixing:  # MixUp/CutMix: soft targets, the loss follows them
@@ -125,13 +145,15 @@ def train_epoch(trainee: Trainee, batches, epoch: int, advance) -> dict[str, flo
         loss.backward()
         optimizer.step()
         schedule.step()
+        if trainee.average is not None:
+            trainee.average.after_step(model)
         count = torch.full((1,), labels.shape[0], device=device, dtype=torch.float64)
         stats = task.batch_stats(outputs, labels)
         totals += torch.cat([loss.detach().double()[None] * count, stats, count])
         bad = (first_bad < 0) & ~torch.isfinite(loss.detach())
         first_bad = torch.where(bad, position, first_bad)
         position += 1
-        advance(1)
+        advance(1, running)
     loss_sum, *sums, count, bad_step = torch.cat([totals, first_bad[None]]).tolist()  # one sync
     if bad_step >= 0:
         raise NonFiniteLoss(epoch + 1, int(bad_step) + 1)

@@ -4,8 +4,9 @@ A model without `model.stages` has one stage: everything trains for `train.epoch
 transfer model's stage freezes and unfreezes backbone blocks, builds a fresh optimiser over the
 parameters that train (Keras recompiles between stages, so its optimiser starts anew too) and
 its own schedule over the stage's epochs. Epochs are numbered across the whole run; history,
-best weights and the checkpoint are shared, so a run killed in stage 2 resumes in stage 2 with
-that stage's optimiser state, and one killed at a boundary starts the next stage.
+best weights, the checkpoint and the EMA of the weights (train.ema) are shared, so a run killed
+in stage 2 resumes in stage 2 with that stage's optimiser state, and one killed at a boundary
+starts the next stage.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from cnnlab.models.summary import count_params
 from cnnlab.train.callbacks import Callback, TrainState
 from cnnlab.train.compiled import warm_up
 from cnnlab.train.loop import Trainee, fit
-from cnnlab.train.optim import KERAS_LR, build_optimizer, build_schedule
+from cnnlab.train.optim import base_lr, build_optimizer, build_schedule
 
 # (trainee) -> the callbacks of one stage; they checkpoint that stage's optimiser
 CallbackFactory = Callable[[Trainee, int], Sequence[Callback]]
@@ -78,7 +79,7 @@ def run_stages(
 def stage_trainee(base: Trainee, stage: StageConfig, cfg: TrainConfig, steps: int) -> Trainee:
     """`base` with this stage's trainable set, optimiser and schedule."""
     model, optimizer_cfg = base.model, cfg.optimizer
-    lr = stage.lr or optimizer_cfg.lr or KERAS_LR[optimizer_cfg.name]
+    lr = stage.lr or base_lr(optimizer_cfg)
     if hasattr(model, "apply_stage"):
         from cnnlab.models.transfer import StagePlan
 
@@ -89,9 +90,11 @@ def stage_trainee(base: Trainee, stage: StageConfig, cfg: TrainConfig, steps: in
         params: Any = cast("Callable[[StagePlan], Any]", model.apply_stage)(plan)
     else:
         params = [{"params": list(model.parameters()), "lr": lr}]
-    optimizer = build_optimizer(params, optimizer_cfg)
+    optimizer = build_optimizer(params, optimizer_cfg, model)  # model: groups by name
     schedule = build_schedule(optimizer, cfg.schedule, optimizer_cfg.decay, steps, stage.epochs)
-    return Trainee(model, optimizer, schedule, base.task, base.preprocess, base.augment)
+    return Trainee(
+        model, optimizer, schedule, base.task, base.preprocess, base.augment, base.average
+    )
 
 
 def _describe(index: int, stage: StageConfig, trainee: Trainee, start: int) -> dict[str, Any]:
