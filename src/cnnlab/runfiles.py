@@ -131,6 +131,12 @@ def read_run(folder: Path) -> RunFiles:
     return run
 
 
+def read_mapping(path: Path) -> dict[str, Any]:
+    """A JSON object file, or {} when it is missing, unreadable or not an object."""
+    ignored: list[str] = []
+    return _parse(path, _read_text(path, ignored), json.loads, ignored)
+
+
 def read_evaluations(folder: Path, notes: list[str]) -> list[Evaluation]:
     """Every evaluations/<name>/ whose evaluation.json parses, by name; the rest are notes."""
     root = folder / EVALUATIONS

@@ -12,7 +12,6 @@ sit beside the numbers the run made, instead of over them.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -137,11 +136,7 @@ def find_evaluation(folder: Path, name: str) -> dict[str, Any] | None:
     record = folder / runfiles.EVALUATIONS / name
     if not (record / runfiles.METRICS).is_file():
         return None
-    try:
-        loaded = json.loads((record / runfiles.EVALUATION).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return loaded if isinstance(loaded, dict) else None
+    return runfiles.read_mapping(record / runfiles.EVALUATION) or None
 
 
 # --- what is evaluated -----------------------------------------------------------------------

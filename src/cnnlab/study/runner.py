@@ -7,7 +7,6 @@ cross-evaluate, summarise, and write study.json, study.html and the paper tables
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -208,8 +207,4 @@ def _identity(spec: EvaluationSpec) -> dict[str, Any]:
 
 
 def _metrics(folder: Path) -> dict[str, Any]:
-    try:
-        loaded = json.loads((folder / runfiles.METRICS).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return loaded if isinstance(loaded, dict) else {}
+    return runfiles.read_mapping(folder / runfiles.METRICS)
