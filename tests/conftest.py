@@ -11,6 +11,7 @@ import os
 import zipfile
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -285,3 +286,95 @@ def train_digits() -> Callable[..., Path]:
             )
 
     return train
+
+
+# --- members with one blind spot each, for the tests of ensembles --------------------------------
+
+BLIND_SPOT_CLASSES = ("blue", "green", "red")
+# member -> (the class its training labels give another name, that name): each member is wrong
+# on a different class, right on the other two, so a majority of the three is always right
+BLIND_SPOTS = {"a": ("blue", "green"), "b": ("green", "red"), "c": ("red", "blue")}
+BLIND_SPOT_NET = [
+    {"Conv2D": {"filters": 3, "kernel_size": 1}},
+    {"GlobalAveragePooling2D": {}},
+    {"Dense": {"units": 3, "activation": "softmax"}},
+]
+
+
+def write_blind_spots(root: Path) -> Path:
+    """root/images: 8x8 PNGs whose bright channel is their class (10 train, 6 val, 6 test per
+    class); root/labels_<member>.csv for each member of BLIND_SPOTS (val and test labelled
+    truly, the same in every file), and labels_carved.csv (true labels, no val rows: a run
+    carves its val split by its seed)."""
+    rows = []
+    for split, count in (("train", 10), ("val", 6), ("test", 6)):
+        for channel, name in ((2, "blue"), (1, "green"), (0, "red")):
+            for k in range(count):
+                rng = np.random.default_rng(len(rows))
+                pixels = rng.integers(0, 90, (8, 8, 3), dtype=np.uint8)
+                pixels[..., channel] += 150
+                file = f"{split}_{name}_{k:02d}.png"
+                (root / "images").mkdir(parents=True, exist_ok=True)
+                Image.fromarray(pixels).save(root / "images" / file)
+                rows.append((file, name, split))
+    for member, (wrong, said) in {**BLIND_SPOTS, "carved": ("", "")}.items():
+        lines = ["path,label,split"]
+        for file, name, split in rows:
+            label = said if split == "train" and name == wrong else name
+            lines.append(f"{file},{label},{'' if member == 'carved' and split == 'val' else split}")
+        (root / f"labels_{member}.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return root
+
+
+def blind_spot_experiment(data: Path, member: str, out: Path, **sections: object) -> dict:
+    """A member's experiment: the best weights by val_accuracy (its val loss grows as it learns
+    its blind spot), 15 epochs of Adam, never stopped early."""
+    return {
+        "seed": 0,
+        "data": {"source": str(data / "images"), "labels_csv": str(data / f"labels_{member}.csv")},
+        "augment": {"rescale": 1 / 255},
+        "model": {"layers": BLIND_SPOT_NET},
+        "train": {
+            "epochs": 15,
+            "batch_size": 10,
+            "optimizer": {"name": "adam", "lr": 0.05},
+            "early_stopping": {"monitor": "val_accuracy", "patience": 50},
+        },
+        "output": {"dir": str(out)},
+        **sections,
+    }
+
+
+@pytest.fixture(scope="session")
+def blind_spots() -> SimpleNamespace:
+    """.members ("a", "b", "c"), .write(root) and .experiment(data, member, out, **sections):
+    see write_blind_spots and blind_spot_experiment."""
+    return SimpleNamespace(
+        members=tuple(BLIND_SPOTS), write=write_blind_spots, experiment=blind_spot_experiment
+    )
+
+
+@pytest.fixture(scope="session")
+def blind_spot_runs(tmp_path_factory, blind_spots) -> dict[str, Path]:
+    """The members a, b and c trained once per session (each wrong on its own class: 2/3 of
+    val and test right) and their data: {"data": folder, "a": run folder, ...}. Tests that
+    write into a run folder copy it first."""
+    import torch
+
+    import cnnlab
+    from cnnlab.config import Experiment
+    from cnnlab.config_io import validate
+
+    root = tmp_path_factory.mktemp("blind_spots")
+    found = {"data": write_blind_spots(root / "data")}
+    before = torch.are_deterministic_algorithms_enabled()
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("CNNLAB_CACHE", str(root / "cache"))
+            for member in BLIND_SPOTS:
+                raw = blind_spot_experiment(found["data"], member, root / "runs")
+                raw["output"]["name"] = member
+                found[member] = cnnlab.run(validate(raw, Experiment, member), quiet=True).folder
+    finally:
+        torch.use_deterministic_algorithms(before)
+    return found

@@ -215,3 +215,19 @@ def test_an_error_message_keeps_its_square_brackets(tmp_path):
     result = cnnlab("run", str(config), cwd=tmp_path, cache=tmp_path / "c")
     assert result.returncode == 2
     assert "'[red]carlosnet'" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "count"),
+    [("s4_upsample_1", "240,993"), ("s4_upsample_2", "480,961"), ("s4_upsample_3", "185,793")],
+)
+def test_summary_of_a_report_model_needs_no_flags(name, count):
+    """A registered model alone is summarised at its report's input (S4's 7x7 digits)."""
+    from typer.testing import CliRunner
+
+    from cnnlab.cli import app
+
+    result = CliRunner().invoke(app, ["summary", name])
+    assert result.exit_code == 0, result.output
+    assert f"Trainable params: {count}" in result.output
+    assert "(None, 28, 28, 1)" in result.output

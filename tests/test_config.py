@@ -226,3 +226,65 @@ def test_a_backbone_refuses_its_own_scaling_when_the_file_is_read(tmp_path, augm
 def test_a_backbone_accepts_keras_rescale(tmp_path):
     text = "data: {source: x}\nmodel: {backbone: vgg16}\naugment: {rescale: 1/255}\n"
     assert load_experiment(write(tmp_path, text)).augment.rescale == pytest.approx(1 / 255)
+
+
+def test_report_interpret_is_on_by_default_and_off_by_one_key(tmp_path):
+    path = write(tmp_path, "data: {source: x}\n")
+    assert load_experiment(path).report.interpret is True
+    assert load_experiment(path, ["report.interpret=false"]).report.interpret is False
+    off = write(tmp_path, "data: {source: x}\nreport: {interpret: false}\n")
+    assert load_experiment(off).report.interpret is False
+    message = problem(write(tmp_path, "data: {source: x}\nreport: {interpet: false}\n"))
+    assert "report.interpet: unknown key; did you mean 'interpret'?" in message
+    message = problem(write(tmp_path, "data: {source: x}\nreport: {interpret: often}\n"))
+    assert "report.interpret" in message
+
+
+# --- task: reconstruction ------------------------------------------------------------------------
+
+
+def reconstruction_raw(**sections: object) -> dict:
+    return {
+        "task": "reconstruction",
+        "data": {"source": "x"},
+        "model": {"name": "s4_upsample_1"},
+        **sections,
+    }
+
+
+def test_reconstruction_fills_in_its_section_and_spells_the_steps():
+    from cnnlab.config import Experiment
+
+    plain = validate(reconstruction_raw(), Experiment, source="e.yaml")
+    assert plain.reconstruction.loss == "binary_crossentropy" and plain.reconstruction.degrade == []
+    steps = [{"resize": {"size": [7, 7]}}, {"invert": {"p": 0.1}}, {"mask": {"size": 4}}]
+    chosen = validate(reconstruction_raw(reconstruction={"degrade": steps}), Experiment, "e.yaml")
+    names = [step.operation[0] for step in chosen.reconstruction.degrade]
+    assert names == ["resize", "invert", "mask"]
+    assert chosen.reconstruction.degrade[0].resize.interpolation == "skimage"
+
+
+@pytest.mark.parametrize(
+    ("raw", "needle"),
+    [
+        (
+            {"reconstruction": {"degrade": [{"invert": {"p": 1.5}}]}},
+            "reconstruction.degrade.0.invert.p",
+        ),
+        ({"reconstruction": {"degrade": [{"sharpen": {}}]}}, "reconstruction.degrade.0"),
+        ({"reconstruction": {"loss": "ssim"}}, "reconstruction.loss"),
+        ({"evaluate": {"tta": True}}, "evaluate.tta: not for task: reconstruction"),
+        ({"train": {"class_weight": "balanced"}}, "train.class_weight: not for task"),
+        ({"task": "classification", "reconstruction": {}}, "reconstruction: only for task"),
+        (
+            {"task": "classification", "data": {"source": "x", "targets": "y"}},
+            "data.targets: only for task",
+        ),
+        ({"task": "segmentation"}, "task"),
+    ],
+)
+def test_reconstruction_mistakes_name_the_key(raw, needle):
+    from cnnlab.config import Experiment
+
+    with pytest.raises(ConfigError, match=needle.replace(".", r"\.")):
+        validate(reconstruction_raw(**raw), Experiment, source="e.yaml")

@@ -37,6 +37,10 @@ def test_example_validates_and_its_model_builds_for_its_input(path):
         experiment = experiment.model_copy(update={"model": model})
     height, width = data_config(experiment).target_size  # a backbone's own size when unset
     channels = 1 if experiment.data.color_mode == "grayscale" else 3
+    if experiment.task == "reconstruction":  # the network takes the degraded images
+        from cnnlab.runs.reconstruction import network_input
+
+        height, width, channels = network_input(experiment, (height, width, channels))
     # A layer list or head of the file's own fixes its outputs; registered models follow the data.
     classes = None if (model.layers or model.head) else 4
     model_from_config(model, (height, width, channels), classes)

@@ -8,6 +8,8 @@ The public API, for notebooks and scripts (the CLI calls the same functions):
     result = cnnlab.run(cfg)                      # a new folder under runs/
     finished = cnnlab.load_run(result.folder)     # config, classes, model, metrics, predictions
     cnnlab.evaluate_run(result.folder, cnnlab.EvaluationSpec(augment="s1"))  # evaluations/
+    cnnlab.ensemble_runs(["runs/a", "runs/b"], "mean")   # a run folder combining finished runs
+    cnnlab.explain_run(result.folder, ["cat.jpg"])     # Grad-CAM overlays into RUN/explain/
     study = cnnlab.run_study("examples/s1_study.yaml", jobs=2)   # study.html, study.json, ...
     model = cnnlab.build_model("carlosnet", (128, 128, 1), 6)
 
@@ -38,7 +40,9 @@ _EXPORTS = {
     "RunFolder": "cnnlab.runs",
     "RunResult": "cnnlab.runs",
     "evaluate_run": "cnnlab.runs.evaluation",
+    "ensemble_runs": "cnnlab.runs.ensemble",
     "EvaluationSpec": "cnnlab.runs.evaluation",
+    "explain_run": "cnnlab.runs.explain",
     "run_study": "cnnlab.study.runner",
     "compare": "cnnlab.study.compare",
     "Callback": "cnnlab.train.callbacks",
@@ -59,7 +63,9 @@ __all__ = [
     "__version__",
     "build_model",
     "compare",
+    "ensemble_runs",
     "evaluate_run",
+    "explain_run",
     "load_experiment",
     "load_run",
     "model_from_config",
@@ -73,7 +79,9 @@ if TYPE_CHECKING:
     from cnnlab.errors import CnnlabError, ConfigError, DataError
     from cnnlab.models import MODELS, build_model, model_from_config
     from cnnlab.runs import FinishedRun, RunFolder, RunResult, load_run, run
+    from cnnlab.runs.ensemble import ensemble_runs
     from cnnlab.runs.evaluation import EvaluationSpec, evaluate_run
+    from cnnlab.runs.explain import explain_run
     from cnnlab.study.compare import compare
     from cnnlab.study.runner import run_study
     from cnnlab.train.callbacks import Callback, TrainState

@@ -230,7 +230,12 @@ def predict(
     paths: list[Path] = typer.Argument(
         ..., metavar="PATH...", help="Images, folders (searched recursively) or .zip files."
     ),
-    out_path: Path | None = typer.Option(None, "--out", help="Write here instead of stdout."),
+    out_path: Path | None = typer.Option(
+        None,
+        "--out",
+        help="Write here instead of stdout (a reconstruction run: the images' folder, "
+        "default RUN/reconstructed/).",
+    ),
     top_k: int = typer.Option(5, "--top-k", min=1, help="Most probable classes per image."),
     tta: bool = typer.Option(False, "--tta", help="Average each image with its mirror image."),
     fmt: str = typer.Option(
@@ -250,7 +255,16 @@ def predict(
             f"--format {fmt} --id-from {id_from}: formats are csv, json, kaggle; ids come from "
             "stem, name or path"
         )
-    result = load_run(run_folder).predict(paths, top_k=top_k, tta=tta, batch_size=batch_size)
+    run = load_run(run_folder)
+    if run.kind == "reconstruction":  # output images, not classes
+        from cnnlab.runs.reconstruction import write_reconstructions
+
+        folder, written, unusable = write_reconstructions(run, paths, out_path)
+        for name, reason in unusable:
+            err.print(f"skipped {name}: {reason}", highlight=False, markup=False)
+        out.print(f"Wrote {len(written)} reconstructions to {folder}", highlight=False)
+        return
+    result = run.predict(paths, top_k=top_k, tta=tta, batch_size=batch_size)
     text = result.formatted(fmt, columns.split(","), id_from)  # type: ignore[arg-type]
     for path, reason in result.skipped:
         err.print(f"skipped {path}: {reason}", highlight=False, markup=False)
@@ -311,6 +325,32 @@ def compare(
         out.print(line, highlight=False, markup=False)
     if out_path is not None:
         out.print(f"Wrote {out_path}", highlight=False, markup=False)
+
+
+@app.command()
+@user_errors
+def ensemble(
+    runs: list[Path] = typer.Argument(..., metavar="RUN...", help="Finished runs' folders."),
+    method: str = typer.Option(
+        "mean", help="mean (probabilities), vote (predicted classes) or stack (fitted on val)."
+    ),
+    name: str | None = typer.Option(None, help="The run folder's name (default: ensemble-METHOD)."),
+    output: Path | None = typer.Option(
+        None, help="Parent folder of the run folder (default: the first run's parent)."
+    ),
+) -> None:
+    """Combine finished runs of the same data into one run folder (metrics, predictions,
+    report) that predict, evaluate and compare read like any run."""
+    from cnnlab.errors import ConfigError
+    from cnnlab.runs.ensemble import ensemble_runs
+
+    if method not in ("mean", "vote", "stack"):
+        raise ConfigError(f"--method {method}: give mean, vote or stack")
+    result = ensemble_runs(runs, method, name, output, console=out)  # type: ignore[arg-type]
+    split = next(k for k in ("test", "val") if k in result.metrics)
+    headline = result.metrics[split]
+    out.print(f"{split} accuracy: {headline['accuracy']:.4f}  loss: {headline['loss']:.4f}")
+    out.print(f"Report: {result.report}")
 
 
 @app.command()
@@ -426,6 +466,42 @@ def export(
     from cnnlab.runs.export import export_run
 
     result = export_run(run_folder, fmt, out_path, dynamic_batch=dynamic_batch)
+    for line in result.lines():
+        out.print(line, highlight=False, markup=False)
+
+
+@app.command()
+@user_errors
+def explain(
+    run_folder: Path = typer.Argument(..., metavar="RUN", help="A finished trained run's folder."),
+    images: list[Path] | None = typer.Argument(
+        None,
+        metavar="[IMAGES...]",
+        help="Images, folders or .zip files (default: a few of the run's test images).",
+    ),
+    method: str = typer.Option(
+        "gradcam",
+        help="gradcam, gradcam++, hirescam, xgradcam, layercam, eigencam, eigengradcam, scorecam.",
+    ),
+    layer: str | None = typer.Option(
+        None, help="A spatial layer's summary name (default: the last convolution block)."
+    ),
+    target: str | None = typer.Option(
+        None, help="The class the heat is for (default: each image's predicted class)."
+    ),
+    out_path: Path | None = typer.Option(
+        None, "--out", help="Folder for the PNG files (default: RUN/explain/)."
+    ),
+    feature_maps: str | None = typer.Option(
+        None, "--feature-maps", help="LAYER[,LAYER...]: also a grid of each layer's channels."
+    ),
+) -> None:
+    """Where the network looks: class-activation heat maps over images (one PNG each, with the
+    predicted class and probability) and feature-map grids; files are never overwritten."""
+    from cnnlab.runs.explain import explain_run
+
+    layers = [name.strip() for name in feature_maps.split(",")] if feature_maps else None
+    result = explain_run(run_folder, images, method, layer, target, out_path, layers)
     for line in result.lines():
         out.print(line, highlight=False, markup=False)
 

@@ -94,6 +94,10 @@ class DataConfig(Section):
     # same ones for every seed (chosen by a hash of their paths): a quick run on a CPU, a study's
     # subset. None: every image.
     max_per_class: PositiveInt | None = None
+    # task: reconstruction with paired images: a folder or .zip holding each source image's
+    # target under the same relative path, read at the same size and colour mode. None: the
+    # target is the image itself.
+    targets: str | None = None
     max_bad_fraction: float = Field(0.05, ge=0.0, le=1.0)  # more unreadable files fail the run
     cache_dir: str | None = None  # None: $CNNLAB_CACHE, else ~/.cache/cnnlab
     ram_budget_mb: PositiveInt = 4096  # larger decoded splits are memory-mapped, not loaded
@@ -521,7 +525,8 @@ class ScheduleConfig(Section):
 
 class EarlyStoppingConfig(Section):
     patience: PositiveInt = 5  # epochs without improvement before stopping
-    monitor: Literal["val_loss", "val_accuracy"] = "val_loss"  # Keras's default
+    # val_loss (Keras's default) or a statistic the task logs (config.TASK_MONITORS)
+    monitor: Literal["val_loss", "val_accuracy", "val_threshold_accuracy", "val_psnr"] = "val_loss"
     min_delta: NonNegativeFloat = 0.0
 
 
@@ -671,9 +676,101 @@ class EvaluateConfig(Section):
         return True if value == "flip" else value
 
 
+class EnsembleConfig(Section):
+    """Finished runs combined into one (`cnnlab ensemble`): no network of its own, the members'
+    probabilities of the same images combined (cnnlab.runs.ensemble)."""
+
+    members: list[Path] = Field(min_length=2)  # the runs' folders, absolute (cnnlab ensemble's)
+    # mean: average probability; vote: the majority of predicted classes; stack: logistic
+    # regression on the members' validation probabilities
+    method: Literal["mean", "vote", "stack"] = "mean"
+
+    @field_validator("members")
+    @classmethod
+    def _distinct(cls, members: list[Path]) -> list[Path]:
+        repeated = sorted({str(m) for m in members if members.count(m) > 1})
+        if repeated:
+            raise ValueError(f"{repeated[0]} is given twice; name each run once")
+        return members
+
+
+class ReportConfig(Section):
+    # The report's interpretation: the misclassified gallery sorted by loss, the most confused
+    # class pairs, Grad-CAM panels and an embedding of the penultimate features (a few seconds
+    # at the end of a run, runs/interpretation.py); false: the gallery in file order, no more
+    interpret: bool = True
+
+
 class OutputConfig(Section):
     dir: Path = Path("runs")
     name: str | None = None  # None: the experiment file's name
+
+
+class ResizeStep(Section):
+    size: tuple[PositiveInt, PositiveInt]  # (height, width) of the degraded image
+    # skimage: skimage.transform.resize's defaults (a Gaussian of sigma (factor - 1) / 2 before
+    # shrinking, then bilinear), S4's 7x7 copies; the others are torch's interpolate modes
+    interpolation: Literal["skimage", "bilinear", "nearest", "area", "bicubic"] = "skimage"
+
+
+class InvertStep(Section):
+    p: float = Field(ge=0.0, le=1.0)  # each pixel becomes |x - 1| with this probability (S4: 0.1)
+
+
+class NoiseStep(Section):
+    std: PositiveFloat  # of additive Gaussian noise on 0..1 pixels, clipped back to 0..1
+
+
+class BlurStep(Section):
+    sigma: PositiveFloat  # Gaussian blur, in pixels
+
+
+class MaskStep(Section):
+    patches: PositiveInt = 1  # square patches per image, placed at random
+    size: PositiveInt = 8  # their side in pixels
+    value: float = Field(0.0, ge=0.0, le=1.0)  # what the masked pixels become
+
+
+class DegradeStep(Section):
+    """One step of reconstruction.degrade, written as a one-key map: `- invert: {p: 0.1}`."""
+
+    resize: ResizeStep | None = None
+    invert: InvertStep | None = None
+    gaussian_noise: NoiseStep | None = None
+    blur: BlurStep | None = None
+    mask: MaskStep | None = None
+
+    @model_validator(mode="after")
+    def _one_operation(self) -> DegradeStep:
+        given = [name for name in type(self).model_fields if getattr(self, name) is not None]
+        if len(given) != 1:
+            names = ", ".join(type(self).model_fields)
+            raise ValueError(f"each step is one of {names}, e.g. `- invert: {{p: 0.1}}`")
+        return self
+
+    @property
+    def operation(self) -> tuple[str, Section]:
+        name = next(n for n in type(self).model_fields if getattr(self, n) is not None)
+        return name, getattr(self, name)
+
+
+class ReconstructionConfig(Section):
+    """task: reconstruction: the target is the image itself (or data.targets' image of the same
+    path) and the input is the target after `degrade`, in order; augment/degrade.py."""
+
+    degrade: list[DegradeStep] = []
+    # binary_crossentropy (S4's) needs a final sigmoid; mse and l1 compare the outputs as given
+    loss: Literal["binary_crossentropy", "mse", "l1"] = "binary_crossentropy"
+    threshold: float = Field(0.5, gt=0.0, lt=1.0)  # threshold_accuracy binarises both at it
+    # a finished classification run whose accuracy on the reconstructions is reported
+    reference_run: str | None = None
+    shown: PositiveInt = 8  # fixed test images in the report's input / output / target grid
+
+
+TASK_MONITORS = {
+    "classification": ("val_loss", "val_accuracy"),
+    "reconstruction": ("val_loss", "val_accuracy", "val_threshold_accuracy", "val_psnr"),
+}
 
 
 class Experiment(Section):
@@ -682,13 +779,74 @@ class Experiment(Section):
     train.device, where the features are computed)."""
 
     seed: NonNegativeInt = 0  # split, shuffling, initialisation and augmentation all follow it
+    # classification: a class per image; reconstruction: an image per image (see
+    # ReconstructionConfig), trained by the same loop, evaluated and reported by its own task
+    task: Literal["classification", "reconstruction"] = "classification"
     data: DataConfig
     augment: AugmentConfig = AugmentConfig()
     model: ModelConfig | None = None
     classifier: ClassifierConfig | None = None  # None: train the network end to end
+    ensemble: EnsembleConfig | None = None  # finished runs combined: no model, nothing trained
     train: TrainConfig = TrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+    report: ReportConfig = ReportConfig()
     output: OutputConfig = OutputConfig()
+    reconstruction: ReconstructionConfig | None = None  # task: reconstruction's settings
+
+    @model_validator(mode="after")
+    def _task_settings(self) -> Experiment:
+        monitor = self.train.early_stopping.monitor if self.train.early_stopping else None
+        if monitor is not None and monitor not in TASK_MONITORS[self.task]:
+            raise ValueError(
+                f"train.early_stopping.monitor: {monitor} is not logged by task {self.task}; "
+                f"use one of {', '.join(TASK_MONITORS[self.task])}"
+            )
+        if self.task == "classification":
+            for key in ("reconstruction", "data.targets"):
+                section, _, field = key.partition(".")
+                value = getattr(self, section)
+                if (getattr(value, field) if field else value) is not None:
+                    raise ValueError(
+                        f"{key}: only for task: reconstruction; set task: reconstruction "
+                        f"or remove {key}"
+                    )
+            return self
+        return self._reconstruction_run()
+
+    def _reconstruction_run(self) -> Experiment:
+        """What a reconstruction run cannot take: a classifier, class weights, class-based
+        augmentation (a degradation pipeline makes its inputs) and flip TTA."""
+        if self.model is None or self.classifier is not None:
+            raise ValueError("task: reconstruction trains a network; set model (e.g. name: ...)")
+        refused = {
+            "classifier": self.classifier is not None,
+            "train.class_weight": self.train.class_weight is not None,
+            "train.label_smoothing": self.train.label_smoothing != 0,
+            "evaluate.tta": bool(self.evaluate.tta),
+            "train.swa": self.train.swa is not None,
+            "data.sampler": self.data.sampler != "shuffle",
+            "model.whiten_first_conv": self.model.whiten_first_conv is not None,
+        }
+        refused |= {
+            f"augment.{key}": getattr(self.augment, key) != default
+            for key, default in AugmentConfig()
+        }
+        for key, given in refused.items():
+            if given:
+                raise ValueError(
+                    f"{key}: not for task: reconstruction (its inputs are made by "
+                    "reconstruction.degrade); remove it"
+                )
+        return self
+
+    @model_validator(mode="before")
+    @classmethod
+    def _reconstruction_defaults(cls, data: Any) -> Any:
+        """task: reconstruction without its section: the section's defaults, spelt out in the
+        saved config.yaml."""
+        if isinstance(data, dict) and data.get("task") == "reconstruction":
+            return {"reconstruction": {}, **data}
+        return data
 
     @model_validator(mode="after")
     def _features_run(self) -> Experiment:
@@ -714,6 +872,17 @@ class Experiment(Section):
             raise ValueError(
                 f"augment.{augmented[0]}: a features run sees each image once, as it is "
                 "(normalised as its extractor expects); remove it"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _ensemble_trains_nothing(self) -> Experiment:
+        if self.ensemble is None:
+            return self
+        own = [key for key in ("model", "classifier") if getattr(self, key) is not None]
+        if own:
+            raise ValueError(
+                f"{own[0]}: an ensemble has no network of its own (its members have); remove it"
             )
         return self
 

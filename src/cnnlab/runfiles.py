@@ -3,6 +3,8 @@
 ```
 config.yaml  manifest.json  health.json  split.csv  summary.txt  normalization.json
 history.csv  metrics.json  predictions.csv  model.safetensors  checkpoints/last.pt  report.html
+interpretation.json  (report.interpret: embedding coordinates, Grad-CAM tiles)
+reconstructions.npz  (task: reconstruction: the report's input / output / target images)
 classifier.safetensors  classifier.json  (a features run's classifier, instead of the weights)
 evaluations/<name>/evaluation.json  metrics.json  predictions.csv  (`cnnlab evaluate`, later)
 ```
@@ -43,10 +45,16 @@ CLASSIFIER_INFO = "classifier.json"  # ... and what they are (kind, classes, sha
 CHECKPOINT = "checkpoints/last.pt"  # the last complete epoch's training state, for --resume
 LR_FIND = "lr_find.png"  # train.optimizer.lr: auto's range test: loss against lr, the suggestion
 REPORT = "report.html"
+# report.interpret: what the report's interpretation needs of the network, kept so the page can be
+# written again without it: embedding coordinates, Grad-CAM tiles (runs/interpretation.py)
+INTERPRETATION = "interpretation.json"
 # `cnnlab evaluate`: evaluations/<name>/ holds evaluation.json (what was evaluated: data, split,
 # augmentation, TTA, seed), metrics.json and predictions.csv; the run's own files stay as they are
 EVALUATIONS = "evaluations"
 EVALUATION = "evaluation.json"
+# task: reconstruction: the report's images (input / output / target uint8 arrays of the first
+# and the worst test images, their paths and losses; numpy's npz, read without pickle)
+RECONSTRUCTIONS = "reconstructions.npz"
 EXPORT = "export"  # `cnnlab export`'s default folder: model files, MODEL_CARD.md
 
 SPLIT_ORDER = ("train", "val", "test")
@@ -101,9 +109,10 @@ class RunFiles:
 
     @property
     def trained(self) -> bool:
-        """False for a features run (a classifier on a network's features): no epochs, so no
-        history.csv to miss and no learning curves to show."""
-        return not mapping(self.config).get("classifier")
+        """False for a features run (a classifier on a network's features) and an ensemble of
+        finished runs: no epochs, so no history.csv to miss and no learning curves to show."""
+        config = mapping(self.config)
+        return not (config.get("classifier") or config.get("ensemble"))
 
 
 def read_run(folder: Path) -> RunFiles:

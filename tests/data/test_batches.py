@@ -140,6 +140,23 @@ def test_mismatched_or_wrongly_typed_inputs_are_refused():
     with pytest.raises(ValueError, match="9 labels"):
         DeviceBatches(images, labels[:9], batch_size=4)
     with pytest.raises(ValueError, match="uint8"):
-        DeviceBatches(images.astype(np.float32), labels, batch_size=4)
+        DeviceBatches(images.astype(np.float64), labels, batch_size=4)
     with pytest.raises(ValueError, match="integer"):
         DeviceBatches(images, labels.astype(np.float32), batch_size=4)
+
+
+def test_target_images_travel_with_their_inputs_and_are_not_copied_when_the_same():
+    """task: reconstruction: degraded float inputs with uint8 targets, or the images as their
+    own targets (one tensor on the device, not two)."""
+    images, _ = labelled_split(10)
+    own = DeviceBatches(images, images, batch_size=4, seed=1)
+    assert own.labels is own.images
+    for batch, targets in own.epoch(0):
+        assert torch.equal(batch, targets)
+    inputs = images[:, :, ::2, ::2].astype(np.float32) / 255
+    paired = DeviceBatches(inputs, images, batch_size=4, shuffle=False)
+    got_inputs, got_targets = zip(*paired.epoch(0), strict=True)
+    assert torch.equal(torch.cat(got_targets), torch.from_numpy(images))
+    assert torch.equal(torch.cat(got_inputs), torch.from_numpy(inputs))
+    with pytest.raises(ValueError, match="class labels"):
+        DeviceBatches(images, images, batch_size=4, sampler="balanced")

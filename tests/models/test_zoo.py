@@ -14,6 +14,10 @@ REPORTED = {
     "s2_cnn": ((150, 150, 3), 4, 606_596),
     "catsdogs_cnn": ((150, 150, 3), 2, 4_828_481),
     "airbench": ((32, 32, 3), 10, 1_971_640),  # counted by hand below
+    # S4's reconstruction networks, "Modelo 1-3": a 7x7 digit in, 28x28 out
+    "s4_upsample_1": ((7, 7, 1), 10, 240_993),
+    "s4_upsample_2": ((7, 7, 1), 10, 480_961),
+    "s4_upsample_3": ((7, 7, 1), 10, 185_793),
 }
 # BatchNorm's moving mean and variance, which Keras counts as non-trainable
 NON_TRAINABLE = {"airbench": 2 * (2 * 64 + 4 * 256)}
@@ -46,9 +50,13 @@ def test_registered_model_runs_forward_backward_with_the_reported_param_count(na
     h, w, c = input_shape
     images = torch.rand(2, c, h, w, device=DEVICE)
     logits = model(images)
-    outputs = 1 if model.head_activation == "sigmoid" else num_classes
-    assert logits.shape == (2, outputs)
-    assert model.output_shape == (outputs,)
+    if name.startswith("s4_upsample"):  # an image out: the input's channels at 4x its size
+        assert logits.shape == (2, c, 4 * h, 4 * w)
+        assert model.output_shape == (4 * h, 4 * w, c)
+    else:
+        outputs = 1 if model.head_activation == "sigmoid" else num_classes
+        assert logits.shape == (2, outputs)
+        assert model.output_shape == (outputs,)
     logits.square().mean().backward()
     grads = [p.grad for p in model.parameters()]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
@@ -115,3 +123,49 @@ def test_input_too_small_for_a_named_model_names_the_layer_and_shape():
 def test_named_model_needs_two_classes():
     with pytest.raises(ConfigError, match="at least 2 classes"):
         build_model("basenet", (32, 32, 3), 1)
+
+
+# S4's layer tables ("Modelo 1-3"): each layer's output shape and parameter count
+S4_TABLES = {
+    "s4_upsample_1": [
+        ((7, 7, 64), 640),
+        ((7, 7, 64), 36_928),
+        ((14, 14, 64), 0),
+        ((14, 14, 128), 73_856),
+        ((14, 14, 32), 36_896),
+        ((28, 28, 32), 0),
+        ((28, 28, 128), 36_992),
+        ((28, 28, 32), 36_896),
+        ((28, 28, 32), 9_248),
+        ((28, 28, 32), 9_248),
+        ((28, 28, 1), 289),
+    ],
+    "s4_upsample_2": [
+        ((7, 7, 64), 640),
+        ((7, 7, 64), 36_928),
+        ((14, 14, 64), 0),
+        ((14, 14, 128), 73_856),
+        ((14, 14, 128), 147_584),
+        ((28, 28, 128), 0),
+        ((28, 28, 128), 147_584),
+        ((28, 28, 64), 73_792),
+        ((28, 28, 1), 577),
+    ],
+    "s4_upsample_3": [
+        ((7, 7, 64), 640),
+        ((7, 7, 64), 36_928),
+        ((14, 14, 64), 0),
+        ((14, 14, 128), 73_856),
+        ((28, 28, 128), 0),
+        ((28, 28, 64), 73_792),
+        ((28, 28, 1), 577),
+    ],
+}
+
+
+@pytest.mark.parametrize("name", sorted(S4_TABLES))
+def test_s4_reconstruction_models_match_the_report_layer_by_layer(name):
+    model = build_model(name, (7, 7, 1), 10)
+    rows = [(tuple(row.output_shape[1:]), row.params) for row in summary_rows(model, (7, 7, 1))]
+    assert rows == S4_TABLES[name]
+    assert model.head_activation == "sigmoid"  # S4's binary cross-entropy on 0..1 pixels

@@ -14,7 +14,7 @@ from PIL import Image
 
 from cnnlab.report import render_report
 
-from .fake_run import misclassified, write_run
+from .fake_run import misclassified, write_interpretation, write_run
 
 BROWSER_TIMEOUT_S = 60
 WINDOW = (1200, 3000)
@@ -73,6 +73,7 @@ def pixels_near(image: np.ndarray, color: tuple[int, int, int], tolerance: int =
 def report(tmp_path: Path) -> Path:
     folder = tmp_path / "runs" / "basenet-seed0"
     write_run(folder)
+    write_interpretation(folder, tiles=2)
     return render_report(folder, misclassified(6))
 
 
@@ -100,10 +101,11 @@ def test_chromium_decodes_every_embedded_image(report: Path, tmp_path: Path) -> 
     ).stdout
 
     sources = re.findall(r'<img[^>]*\ssrc="([^"]{0,40})', dom)
-    assert len(sources) == 9  # curves, confusion, 6 misclassified, class distribution
+    # curves, confusion, 6 misclassified, 2 Grad-CAM, embedding, class distribution
+    assert len(sources) == 12
     assert all(src.startswith("data:image/png;base64,") for src in sources)
     found = re.search(r'data-image-sizes="([^"]*)"', dom)
     assert found, "the load event never fired"
     sizes = [tuple(map(int, size.split("x"))) for size in found.group(1).split()]
-    assert len(sizes) == 9
+    assert len(sizes) == 12
     assert all(width >= 32 and height >= 32 for width, height in sizes), sizes

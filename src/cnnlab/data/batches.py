@@ -13,7 +13,8 @@ import numpy as np
 import torch
 
 _INTEGER_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
-Batch = tuple[torch.Tensor, torch.Tensor]  # images uint8 (B, C, H, W), labels int64 (B,)
+# images uint8 (B, C, H, W) (float32 when degraded once), labels int64 (B,) or target images
+Batch = tuple[torch.Tensor, torch.Tensor]
 IndexBatches = Iterator[tuple[torch.Tensor, torch.Tensor]]  # (host index, device index)
 
 
@@ -31,12 +32,14 @@ def gather_rows(source: torch.Tensor, index: torch.Tensor, buffer: torch.Tensor)
     return rows
 
 
-def staging_buffers(count: int, batch_size: int, sample_shape: torch.Size) -> list[torch.Tensor]:
+def staging_buffers(
+    count: int, batch_size: int, sample_shape: torch.Size, dtype: torch.dtype = torch.uint8
+) -> list[torch.Tensor]:
     """Reusable host batch buffers; pinned where CUDA exists, as only pinned memory copies
     asynchronously (and pinning needs a CUDA driver)."""
     pin = torch.cuda.is_available()
     shape = (batch_size, *sample_shape)
-    return [torch.empty(shape, dtype=torch.uint8, pin_memory=pin) for _ in range(count)]
+    return [torch.empty(shape, dtype=dtype, pin_memory=pin) for _ in range(count)]
 
 
 def _host_tensor(array: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -87,15 +90,22 @@ class DeviceBatches:
         sampler: Literal["shuffle", "balanced"] = "shuffle",
     ):
         host_images, host_labels = _host_tensor(images), _host_tensor(labels)
-        if host_images.dim() != 4 or host_images.dtype != torch.uint8:
+        if host_images.dim() != 4 or host_images.dtype not in (torch.uint8, torch.float32):
             raise ValueError(
-                f"images must be uint8 (N, C, H, W), got {host_images.dtype} "
-                f"{tuple(host_images.shape)}"
+                f"images must be uint8 (or degraded float32) (N, C, H, W), got "
+                f"{host_images.dtype} {tuple(host_images.shape)}"
             )
-        if host_labels.dim() != 1 or host_labels.dtype not in _INTEGER_DTYPES:
+        # class indices (N,), or target images uint8 (N, C, H, W) (task: reconstruction)
+        self.image_targets = host_labels.dim() == 4 and host_labels.dtype == torch.uint8
+        if not self.image_targets and (
+            host_labels.dim() != 1 or host_labels.dtype not in _INTEGER_DTYPES
+        ):
             raise ValueError(
-                f"labels must be integer (N,), got {host_labels.dtype} {tuple(host_labels.shape)}"
+                f"labels must be integer (N,) or uint8 target images (N, C, H, W), got "
+                f"{host_labels.dtype} {tuple(host_labels.shape)}"
             )
+        if self.image_targets and sampler == "balanced":
+            raise ValueError("the balanced sampler needs class labels, not target images")
         if len(host_images) != len(host_labels):
             raise ValueError(f"{len(host_images)} images but {len(host_labels)} labels")
         if batch_size < 1:
@@ -111,10 +121,13 @@ class DeviceBatches:
         )
         self.num_samples = len(host_images)
         self._classes = _by_class(host_labels) if sampler == "balanced" else None
-        # Labels are 8 bytes a sample: always on the device, so only images may need streaming.
-        self.labels = host_labels.to(torch.int64).to(self.device)
         self.resident = self.device.type != "cuda" or self._fits(host_images, max_device_fraction)
         self.images = host_images.to(self.device) if self.resident else host_images
+        if self.image_targets:  # as large as images: one copy when they are the images
+            same = host_labels.data_ptr() == host_images.data_ptr()
+            self.labels = self.images if same else host_labels.to(self.device)
+        else:  # 8 bytes a sample: always on the device, so only images may need streaming
+            self.labels = host_labels.to(torch.int64).to(self.device)
 
     def _fits(self, images: torch.Tensor, max_device_fraction: float) -> bool:
         free, _total = torch.cuda.mem_get_info(self.device)
@@ -182,7 +195,7 @@ class DeviceBatches:
         """Gather on the host into two pinned buffers and copy on a side stream, one batch ahead
         of the consumer, so the copy overlaps the consumer's work on the previous batch."""
         copy_stream = torch.cuda.Stream(self.device)
-        buffers = staging_buffers(2, self.batch_size, self.images.shape[1:])
+        buffers = staging_buffers(2, self.batch_size, self.images.shape[1:], self.images.dtype)
         copied: list[torch.cuda.Event | None] = [None, None]  # last copy out of each buffer
 
         def start(slot: int, host_index: torch.Tensor) -> tuple[torch.Tensor, torch.cuda.Event]:
@@ -195,15 +208,19 @@ class DeviceBatches:
                 done = copied[slot] = copy_stream.record_event()
             return on_device, done
 
-        def finish(images: torch.Tensor, done: torch.cuda.Event, index: torch.Tensor) -> Batch:
+        def finish(
+            images: torch.Tensor, done: torch.cuda.Event, index: torch.Tensor, host: torch.Tensor
+        ) -> Batch:
             consumer = torch.cuda.current_stream(self.device)
             consumer.wait_event(done)  # the GPU waits for the copy; the host does not
             images.record_stream(consumer)  # memory made on copy_stream, used on the consumer's
+            if self.labels.device != self.device:  # target images streamed with their inputs
+                return images, self.labels.index_select(0, host).to(self.device)
             return images, self.labels.index_select(0, index)
 
         pending = None
         for slot, (host_index, index) in enumerate(indices):
-            upcoming = (*start(slot % 2, host_index), index)
+            upcoming = (*start(slot % 2, host_index), index, host_index)
             if pending is not None:
                 yield finish(*pending)
             pending = upcoming

@@ -17,6 +17,7 @@ from cnnlab.data.cache import DecodeCache, default_cache_root, fingerprint
 from cnnlab.data.decode import DecodeOptions
 from cnnlab.data.health import HealthReport, Sample, build_report
 from cnnlab.data.ingest import FileCheck, check_arrays, check_entries
+from cnnlab.data.pairs import paired_rows, target_config
 from cnnlab.data.sources import scan_files
 from cnnlab.data.split import assign_fold, assign_splits, manifest_csv
 from cnnlab.runfiles import SPLIT_ORDER
@@ -33,6 +34,9 @@ class Split:
     labels: np.ndarray  # int64 (N,), indices into `classes`
     paths: list[str]
     classes: list[str]
+    # task: reconstruction with data.targets: the target of each image, uint8 (N, C, H, W);
+    # None: the images are their own targets
+    targets: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -169,21 +173,29 @@ def load_data(cfg: DataConfig, seed: int) -> Data:
     if cfg.folds is not None:
         splits = assign_fold(samples, splits, cfg.folds, cfg.fold, seed)
     manifest = manifest_csv(samples, splits)
+    paired = examine(target_config(cfg), options) if cfg.targets is not None else None
     result: dict[str, Split] = {}
     for name in SPLIT_ORDER:
         members = [k for k, split in enumerate(splits) if split == name]
         if not members:
             continue
         rows = np.asarray([usable[k] for k in members])
+        paths = [samples[k].path for k in members]
+        targets = None
+        if paired is not None:
+            assert cfg.targets is not None
+            targets = _take(paired, paired_rows(paired, paths, cfg.source, cfg.targets))
         result[name] = Split(
             name=name,
             images=_take(found, rows),
             labels=np.asarray([index_of[samples[k].label] for k in members], dtype=np.int64),
-            paths=[samples[k].path for k in members],
+            paths=paths,
             classes=classes,
+            targets=targets,
         )
-    key = hashlib.sha256(f"{found.files_key}{options}{manifest}".encode()).hexdigest()[:24]
-    return Data(result, classes, found.report, manifest, key)
+    pairing = paired.files_key if paired is not None else ""
+    digest = hashlib.sha256(f"{found.files_key}{pairing}{options}{manifest}".encode())
+    return Data(result, classes, found.report, manifest, digest.hexdigest()[:24])
 
 
 def _take(found: Examined, rows: np.ndarray) -> np.ndarray:

@@ -10,6 +10,13 @@ count. With the reports' inputs the trainable parameter counts are the reports' 
 | ivannet      | S1     | 128x128x1       | 6       | 6,167,166 |
 | s2_cnn       | S2     | 150x150x3       | 4       | 606,596   |
 | catsdogs_cnn | S4     | 150x150x3       | 2       | 4,828,481 |
+| s4_upsample_1 | S4    | 7x7x1           | -       | 240,993   |
+| s4_upsample_2 | S4    | 7x7x1           | -       | 480,961   |
+| s4_upsample_3 | S4    | 7x7x1           | -       | 185,793   |
+
+The `s4_upsample_*` networks are S4's reconstruction models (task: reconstruction): a 7x7
+degraded digit in, the 28x28 digit out, through two UpSampling2D (nearest, as Keras's) and
+"same" 3x3 convolutions, a sigmoid at the end; their input's channels set the output's.
 
 Convolutions are Keras's default "valid" and pools 2x2 unless the report says otherwise; hidden
 layers use ReLU, as all five reports do.
@@ -35,6 +42,20 @@ LayerList = list[dict[str, Any]]
 Architecture = Callable[[tuple[int, ...], int], LayerList]
 
 MODELS: Registry[Architecture] = Registry("model")
+
+# The reports' inputs (H, W, C) and classes, which `cnnlab summary NAME` uses when it is given
+# none; the counts in the table above are for these.
+REPORT_INPUTS: dict[str, tuple[tuple[int, int, int], int]] = {
+    "basenet": ((32, 32, 3), 25),
+    "carlosnet": ((128, 128, 1), 6),
+    "ivannet": ((128, 128, 1), 6),
+    "s2_cnn": ((150, 150, 3), 4),
+    "catsdogs_cnn": ((150, 150, 3), 2),
+    "airbench": ((32, 32, 3), 10),
+    "s4_upsample_1": ((7, 7, 1), 10),  # reconstruction: the classes play no part
+    "s4_upsample_2": ((7, 7, 1), 10),
+    "s4_upsample_3": ((7, 7, 1), 10),
+}
 
 
 def build_model(
@@ -213,6 +234,46 @@ def airbench_block(filters: int) -> LayerList:
     }
     gelu = {"Activation": "gelu"}
     return [conv_same, pool(), airbench_norm(), gelu, conv_same, airbench_norm(), gelu]
+
+
+def same_conv(filters: int, activation: str = "relu") -> dict[str, Any]:
+    return {
+        "Conv2D": {
+            "filters": filters,
+            "kernel_size": 3,
+            "padding": "same",
+            "activation": activation,
+        }
+    }
+
+
+UPSAMPLE: dict[str, Any] = {"UpSampling2D": {"size": 2}}
+
+
+def upsampling_net(input_shape: tuple[int, ...], *widths: int | str) -> LayerList:
+    """S4's reconstruction networks: "same" 3x3 convolutions of `widths` ("up": UpSampling2D),
+    then one sigmoid convolution back to the input's channels."""
+    channels = input_shape[-1]
+    body = [UPSAMPLE if w == "up" else same_conv(int(w)) for w in widths]
+    return [*body, same_conv(channels, "sigmoid")]
+
+
+@MODELS.register("s4_upsample_1")
+def s4_upsample_1(input_shape: tuple[int, ...], num_classes: int) -> LayerList:
+    """S4's "Modelo 1": 240,993 parameters at 7x7x1 -> 28x28x1."""
+    return upsampling_net(input_shape, 64, 64, "up", 128, 32, "up", 128, 32, 32, 32)
+
+
+@MODELS.register("s4_upsample_2")
+def s4_upsample_2(input_shape: tuple[int, ...], num_classes: int) -> LayerList:
+    """S4's "Modelo 2": 480,961 parameters at 7x7x1 -> 28x28x1."""
+    return upsampling_net(input_shape, 64, 64, "up", 128, 128, "up", 128, 64)
+
+
+@MODELS.register("s4_upsample_3")
+def s4_upsample_3(input_shape: tuple[int, ...], num_classes: int) -> LayerList:
+    """S4's "Modelo 3": 185,793 parameters at 7x7x1 -> 28x28x1."""
+    return upsampling_net(input_shape, 64, 64, "up", 128, "up", 64)
 
 
 @MODELS.register("airbench")

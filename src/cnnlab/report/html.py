@@ -4,7 +4,8 @@ Every figure is embedded as a base64 PNG and the CSS is inline, so the page open
 from an e-mail attachment or a copied folder, exactly as it was written. Under the learning
 curves, their diagnosis in words (diagnosis.py); after the per-class table, the ROC and
 precision-recall curves and the reliability diagram (view.ranking_section); after the test
-images, the run's later evaluations (`cnnlab evaluate`, evaluations/<name>/), when it has any.
+images, their interpretation (interpretation.py: confused pairs, Grad-CAM, embedding) and the
+run's later evaluations (`cnnlab evaluate`, evaluations/<name>/), when it has any.
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ import cnnlab
 from cnnlab.atomic import write_text
 from cnnlab.report import view
 from cnnlab.report.diagnosis import diagnose
+from cnnlab.report.interpretation import CSS as INTERPRETATION_CSS
+from cnnlab.report.interpretation import interpretation_html
+from cnnlab.report.reconstruction import reconstruction_section
 from cnnlab.report.template import CSS, TEMPLATE
 from cnnlab.report.view import Misclassified
 from cnnlab.runfiles import REPORT, read_run
@@ -55,11 +59,13 @@ def page_context(
 ) -> dict[str, Any]:
     run = read_run(folder)
     curves = view.curves(run)
+    reconstructs = run.config.get("task") == "reconstruction"
     context: dict[str, Any] = {
         "title": run.name,
         "folder": str(folder),
         "version": cnnlab.__version__,
-        "css": Markup(CSS),  # our own constant; escaping would break quotes inside <style>
+        # our own constants; escaping would break quotes inside <style>
+        "css": Markup(CSS + INTERPRETATION_CSS),
         "model_name": view.model_name(run),
         "headline": view.headline(run),
         "notes": run.notes,
@@ -70,6 +76,10 @@ def page_context(
         "per_class": view.per_class_section(run),
         "ranking": view.ranking_section(run),  # ROC, precision-recall, calibration
         "misclassified": view.misclassified_tiles(misclassified),
+        # confused pairs, Grad-CAM, embedding (report.interpret): rendered HTML, or None
+        "interpretation": None if reconstructs else interpretation_html(run, ENVIRONMENT),
+        # task: reconstruction: input / output / target images; rendered HTML, or None
+        "reconstruction": reconstruction_section(folder, ENVIRONMENT),
         "evaluations": view.evaluations_table(run),  # `cnnlab evaluate`, after the run
         "summary": run.summary.rstrip(),
         "data": view.data_section(run),
@@ -90,6 +100,8 @@ def _sections(context: dict[str, Any]) -> list[tuple[str, str]]:
         ("per-class", "Per-class metrics", per_class),
         ("ranking", "ROC and calibration", context["ranking"] is not None),
         ("misclassified", "Misclassified", context["misclassified"] is not None),
+        ("interpretation", "Interpretation", context["interpretation"] is not None),
+        ("reconstruction", "Reconstructions", context["reconstruction"] is not None),
         ("evaluations", "Evaluations", bool(context["evaluations"])),
         ("model", "Model", True),
         ("data", "Data", True),

@@ -79,7 +79,8 @@ TEMPLATE = """<!DOCTYPE html>
   {% if headline %}
   <div class="headline">
     <div><span class="big">{{ headline.accuracy }}</span>
-      <span class="label">{{ headline.split }} accuracy</span></div>
+      <span class="label">{{ headline.split }} accuracy
+      {%- if headline.ceiling %} (ceiling {{ headline.ceiling }}){% endif %}</span></div>
     <div><span class="big">{{ headline.loss }}</span>
       <span class="label">{{ headline.split }} loss</span></div>
   </div>
@@ -200,13 +201,17 @@ TEMPLATE = """<!DOCTYPE html>
 <section id="misclassified">
   <h2>Misclassified test images</h2>
   {% if misclassified.tiles %}
-  <p class="hint">{{ misclassified.tiles | length }} of {{ misclassified.total }} shown:
-  true → predicted (probability of the prediction).</p>
+  <p class="hint">{{ misclassified.tiles | length }} of {{ misclassified.total }} shown
+  {%- if misclassified.by_loss %}, highest loss first (the most confident mistakes){% endif %}:
+  true → predicted (probability of the prediction
+  {%- if misclassified.by_loss %}; loss: &minus;log of the true class's probability{% endif %}).
+  Every prediction is in predictions.csv.</p>
   <div class="grid">
   {% for tile in misclassified.tiles %}
     <figure title="{{ tile.path }}">
       <img src="{{ tile.src }}" alt="{{ tile.path }}">
       <figcaption>{{ tile.true }} → {{ tile.predicted }} (p={{ tile.confidence }})
+        {%- if tile.loss %}<br>loss {{ tile.loss }}{% endif %}
         <span class="path">{{ tile.path }}</span></figcaption>
     </figure>
   {% endfor %}
@@ -214,6 +219,8 @@ TEMPLATE = """<!DOCTYPE html>
   {% else %}<p class="hint">Every test image was classified correctly.</p>{% endif %}
 </section>
 {% endif %}
+{% if interpretation %}{{ interpretation }}{% endif %}
+{% if reconstruction %}{{ reconstruction }}{% endif %}
 
 {% if evaluations %}
 <section id="evaluations">

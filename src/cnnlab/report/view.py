@@ -43,6 +43,8 @@ class Misclassified:
     predicted: list[str]  # predicted class names
     confidence: list[float]  # probability of the predicted class
     paths: list[str]
+    total: int | None = None  # every mistake of the split; None: as many as `images`
+    loss: list[float] | None = None  # -log p(true class): given when sorted by it, highest first
 
 
 def data_uri(png: bytes) -> str:
@@ -89,6 +91,8 @@ def headline(run: RunFiles) -> dict[str, str] | None:
         "split": split,
         "accuracy": percent(values.get("accuracy")),
         "loss": decimal(values.get("loss")),
+        # task: reconstruction: the best pixel accuracy the data allows
+        "ceiling": percent(values["accuracy_ceiling"]) if "accuracy_ceiling" in values else "",
     }
 
 
@@ -101,11 +105,27 @@ def metrics_table(metrics: dict[str, Any]) -> dict[str, Any]:
     )
     columns = [("loss", "loss", decimal), ("accuracy", "accuracy", percent)]
     columns += [(k, f"top-{TOP_K.match(k).group(1)} accuracy", percent) for k in top_ks]  # type: ignore[union-attr]
+    present = {key for s in splits for key in mapping(metrics[s])}
+    columns += [column for column in RECONSTRUCTION_COLUMNS if column[0] in present]
     rows = [
         {"split": s, "cells": [fmt(mapping(metrics[s]).get(key)) for key, _, fmt in columns]}
         for s in splits
     ]
     return {"columns": [title for _, title, _ in columns], "rows": rows}
+
+
+def _decimal2(value: Any) -> str:
+    return decimal(value, 2)
+
+
+# task: reconstruction's metrics.json keys, shown where a split has them
+RECONSTRUCTION_COLUMNS = [
+    ("accuracy_ceiling", "accuracy ceiling", percent),
+    ("threshold_accuracy", "threshold accuracy", percent),
+    ("psnr", "PSNR (dB)", _decimal2),
+    ("ssim", "SSIM", decimal),
+    ("reference_accuracy", "reference classifier accuracy", percent),
+]
 
 
 def best_epoch(run: RunFiles) -> tuple[int | None, str]:
@@ -116,7 +136,7 @@ def best_epoch(run: RunFiles) -> tuple[int | None, str]:
     if not has_values(values):
         return None, monitor
     scores = np.asarray(values, dtype=float)
-    index = int(np.nanargmax(scores) if "accuracy" in monitor else np.nanargmin(scores))
+    index = int(np.nanargmin(scores) if monitor.endswith("loss") else np.nanargmax(scores))
     return int(run.history["epoch"][index]), monitor
 
 
@@ -286,13 +306,14 @@ def _number(values: dict[str, Any], key: str) -> float | None:
 def misclassified_tiles(wrong: Misclassified | None) -> dict[str, Any] | None:
     if wrong is None:
         return None
-    total = len(wrong.images)
+    total = len(wrong.images) if wrong.total is None else wrong.total
+    losses = wrong.loss or []
     shown = zip(
         wrong.images[:MAX_MISCLASSIFIED],
         wrong.true,
         wrong.predicted,
         wrong.confidence,
-        list(wrong.paths) + [""] * total,
+        list(wrong.paths) + [""] * len(wrong.images),
         strict=False,
     )
     tiles = [
@@ -302,10 +323,11 @@ def misclassified_tiles(wrong: Misclassified | None) -> dict[str, Any] | None:
             "predicted": str(pred),
             "confidence": decimal(conf, 2),
             "path": str(path),
+            "loss": decimal(losses[k], 2) if k < len(losses) else None,
         }
-        for image, true, pred, conf, path in shown
+        for k, (image, true, pred, conf, path) in enumerate(shown)
     ]
-    return {"tiles": tiles, "total": total}
+    return {"tiles": tiles, "total": total, "by_loss": bool(losses)}
 
 
 def evaluations_table(run: RunFiles) -> list[dict[str, Any]]:

@@ -1,5 +1,5 @@
-"""The kinds of run as peers over one skeleton (trained, features), the folder they write, and
-the finished runs they leave. `run` starts one; `load_run` opens a finished one."""
+"""The kinds of run as peers over one skeleton (trained, features, ensemble), the folder they
+write, and the finished runs they leave. `run` starts one; `load_run` opens a finished one."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from cnnlab.config import Experiment
 from cnnlab.config_io import load_experiment
 from cnnlab.errors import CnnlabError, ConfigError
 from cnnlab.progress import silenced
-from cnnlab.runs import features, trained  # noqa: F401  (each registers its kind of run)
+from cnnlab.runs import ensemble, features, trained  # noqa: F401  (each registers its kind)
 from cnnlab.runs.finished import FinishedRun
 from cnnlab.runs.folder import RunFolder
 from cnnlab.runs.kinds import KINDS, kind_of
@@ -43,7 +43,7 @@ def run(
     else:
         cfg = load_experiment(experiment, overrides)
         name = cfg.output.name or Path(experiment).stem
-    if cfg.model is None:
+    if cfg.model is None and cfg.ensemble is None:
         raise ConfigError(f"{experiment}: model: required, e.g. model: {{name: carlosnet}}")
     parent = Path(output_dir) if output_dir is not None else cfg.output.dir
     target = Path(folder) if folder is not None else parent / name

@@ -26,6 +26,7 @@ from cnnlab.config import AugmentConfig, DataConfig
 from cnnlab.config_io import validate
 from cnnlab.data.pipeline import Data, Split, examine, load_data
 from cnnlab.errors import ConfigError
+from cnnlab.runs import reconstruction
 from cnnlab.runs.finished import FinishedRun
 from cnnlab.runs.kinds import KINDS
 from cnnlab.runs.manifest import now
@@ -69,6 +70,14 @@ class Evaluation:
 
     def lines(self) -> list[str]:
         images, split = self.record["images"], self.record["split"]
+        if "accuracy_ceiling" in self.metrics:  # a reconstruction run's
+            m = self.metrics
+            return [
+                f"{self.name}: {images:,} images ({split})  accuracy: {m['accuracy']:.4f} "
+                f"(ceiling {m['accuracy_ceiling']:.4f})  PSNR: {m['psnr']:.2f} dB  "
+                f"SSIM: {m['ssim']:.4f}  loss: {m['loss']:.4f}",
+                f"Wrote {self.folder}",
+            ]
         return [
             f"{self.name}: {images:,} images ({split})  accuracy: {self.metrics['accuracy']:.4f}"
             f"  loss: {self.metrics['loss']:.4f}  macro F1: {self.metrics['macro_avg']['f1']:.4f}",
@@ -95,15 +104,17 @@ def evaluate_run(
 
     dev = select_device(device)
     seed = finished.config.seed if spec.seed is None else spec.seed
-    images = split.images if augment is None else _augmented(finished, split, augment, seed, dev)
-    probabilities = KINDS.get(finished.kind).classify(finished, np.asarray(images), dev, spec.tta)
-    metrics = split_metrics(
-        split.labels,
-        probabilities,
-        finished.classes,
-        cross_entropy(probabilities, split.labels),
-        finished.config.evaluate.top_k,
-    )
+    if finished.kind == "reconstruction":
+        if augment is not None or spec.tta:
+            raise ConfigError(
+                "--augment/--tta: a reconstruction run's inputs are made by its "
+                "reconstruction.degrade; evaluate without them"
+            )
+        # its own split: the run's fixed draw of that split's inputs, so the numbers repeat
+        key = f"{seed}:{split.name}" if same_data else f"{seed}:evaluate:{name}"
+        metrics, predictions = reconstruction.evaluate_images(finished, split, key, dev)
+    else:
+        metrics, predictions = _classified(finished, split, augment, spec.tta, seed, dev)
     record = {
         "name": name,
         **{k: v for k, v in asdict(spec).items() if k not in ("data", "split", "seed")},
@@ -118,10 +129,31 @@ def evaluate_run(
         "created": now(),
         "cnnlab": cnnlab.__version__,
     }
-    _write_record(target, record, metrics, predictions_csv({split.name: (split, probabilities)}))
+    _write_record(target, record, metrics, predictions)
     if report:
         rewrite_report(finished)
     return Evaluation(name, target, record, metrics)
+
+
+def _classified(
+    finished: FinishedRun,
+    split: Split,
+    augment: AugmentConfig | None,
+    tta: bool,
+    seed: int,
+    device: torch.device,
+) -> tuple[dict[str, Any], str]:
+    """A classification run's metrics.json entry and predictions.csv of `split`."""
+    images = split.images if augment is None else _augmented(finished, split, augment, seed, device)
+    probabilities = KINDS.get(finished.kind).classify(finished, np.asarray(images), device, tta)
+    metrics = split_metrics(
+        split.labels,
+        probabilities,
+        finished.classes,
+        cross_entropy(probabilities, split.labels),
+        finished.config.evaluate.top_k,
+    )
+    return metrics, predictions_csv({split.name: (split, probabilities)})
 
 
 def cross_entropy(probabilities: np.ndarray, labels: np.ndarray) -> float:

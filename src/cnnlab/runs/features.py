@@ -46,6 +46,7 @@ from cnnlab.models import KerasModel, count_params, format_summary
 from cnnlab.progress import progress_bar
 from cnnlab.runs.finished import FinishedRun
 from cnnlab.runs.folder import RunFolder
+from cnnlab.runs.interpretation import interpret_features
 from cnnlab.runs.kinds import KINDS, RunKind
 from cnnlab.runs.skeleton import (
     Predicted,
@@ -133,6 +134,7 @@ def run_features(
     clock = time.perf_counter()
     metrics, predicted = evaluate_splits(classifier, features, data, cfg.evaluate.top_k)
     timings["evaluate_s"] = time.perf_counter() - clock
+    interpret_features(run, features, predicted, source.label)  # report.interpret: embedding
     model = {
         "name": f"{source.label} + {cfg.classifier.name}",
         **source.described,

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from cnnlab import runfiles
+from cnnlab.augment.degrade import Degradation
 from cnnlab.augment.normalize import Normalization
 from cnnlab.config import DataConfig, Experiment
 from cnnlab.config_io import read_yaml, validate
@@ -30,8 +31,14 @@ from cnnlab.runs.skeleton import sized_for
 from cnnlab.runtime import select_device
 from cnnlab.train.checkpoint import load_weights
 
-# What every finished run holds; a trained run also holds its weights.
-REQUIRED = (runfiles.CONFIG, runfiles.MANIFEST, runfiles.NORMALIZATION, runfiles.METRICS)
+# What every finished run holds; a trained run also holds its normalisation and weights, a
+# features run its normalisation, an ensemble nothing more (its members hold theirs).
+REQUIRED = (runfiles.CONFIG, runfiles.MANIFEST, runfiles.METRICS)
+OWN_FILES = {
+    "trained": (runfiles.NORMALIZATION, runfiles.WEIGHTS),
+    "features": (runfiles.NORMALIZATION,),
+    "reconstruction": (runfiles.NORMALIZATION, runfiles.WEIGHTS),
+}
 
 
 @dataclass(frozen=True)
@@ -53,18 +60,17 @@ class FinishedRun:
                 f"{prefix}{folder} holds no finished {what} (no such folder); give the folder "
                 "a finished `cnnlab run` wrote, e.g. runs/NAME"
             )
-        required = [*REQUIRED, runfiles.WEIGHTS] if trained_only else list(REQUIRED)
+        required = [*REQUIRED, *OWN_FILES["trained"]] if trained_only else list(REQUIRED)
         _require(folder, required, prefix, "trained run" if trained_only else "run")
         config = _read_config(folder, prefix)
-        if config.classifier is None:
-            _require(folder, [runfiles.WEIGHTS], prefix, "run")
+        _require(folder, list(OWN_FILES.get(kind_of(config), ())), prefix, "run")
         return cls(folder, config, _read_manifest(folder, prefix))
 
     # --- what it was ------------------------------------------------------------------------
 
     @property
     def kind(self) -> str:
-        """ "trained", or "features" (a classifier on a network's features)."""
+        """ "trained", "features" (a classifier on a network's features) or "ensemble"."""
         return kind_of(self.config)
 
     @property
@@ -78,11 +84,24 @@ class FinishedRun:
         return height, width, channels
 
     @property
+    def network_input(self) -> tuple[int, int, int]:
+        """(height, width, channels) of its network's input: the images', or for task:
+        reconstruction their degraded copies'."""
+        if self.config.reconstruction is None:
+            return self.input_shape
+        return Degradation(self.config.reconstruction.degrade).output_shape(self.input_shape)
+
+    @property
     def model_name(self) -> str:
         return str(self.manifest.get("model", {}).get("name", "model"))
 
     def normalization(self) -> Normalization:
         """uint8 images -> the network's input, exactly as the run evaluated them."""
+        if self.kind == "ensemble":
+            raise ConfigError(
+                f"{self.folder}: an ensemble has no input normalisation of its own; each of its "
+                f"members (ensemble.members in its {runfiles.CONFIG}) has its own"
+            )
         return Normalization.load(self.folder / runfiles.NORMALIZATION)
 
     def data_config(self) -> DataConfig:
@@ -97,15 +116,15 @@ class FinishedRun:
 
     def model(self) -> torch.nn.Module:
         """The trained network with its kept (best) weights, on the CPU, in eval mode."""
-        if self.config.model is None or self.kind != "trained":
-            raise ConfigError(
-                f"{self.folder}: a features run trains no network; its extractor is "
-                f"{self.model_name}"
+        if self.config.model is None or self.kind not in ("trained", "reconstruction"):
+            what = {"ensemble": "an ensemble has no network of its own"}.get(
+                self.kind, "a features run trains no network"
             )
+            raise ConfigError(f"{self.folder}: {what}; its model is {self.model_name}")
         model_cfg = self.config.model
         if model_cfg.backbone is not None:  # model.safetensors holds every weight, the base's too
             model_cfg = model_cfg.model_copy(update={"weights": "none"})
-        model = model_from_config(model_cfg, self.input_shape, len(self.classes))
+        model = model_from_config(model_cfg, self.network_input, len(self.classes))
         try:
             load_weights(model, self.folder / runfiles.WEIGHTS)
         except RuntimeError as err:
@@ -119,6 +138,15 @@ class FinishedRun:
     def network(self) -> torch.nn.Module:
         """model(), built once and kept: what repeated predictions (a served page) reuse."""
         return self.model()
+
+    @cached_property
+    def members(self) -> list[FinishedRun]:
+        """An ensemble's runs, opened once and kept (their networks too, as predictions
+        repeat); [] for any other run."""
+        ensemble = self.config.ensemble
+        if ensemble is None:
+            return []
+        return [FinishedRun.open(path, "ensemble.members") for path in ensemble.members]
 
     @cached_property
     def metrics(self) -> dict[str, Any]:

@@ -105,15 +105,16 @@ class RunFolder:
 
 def resume_differences(saved: Experiment, current: Experiment) -> list[str]:
     """The dotted keys in which `current` is another experiment than `saved`. Only train.epochs
-    may grow; how fast it runs (train.compile) and how it is evaluated (evaluate.*) may change
-    too: they do not change the training. Keys added to cnnlab since the run began take their
-    defaults (the saved file is validated anew)."""
+    may grow; how fast it runs (train.compile), how it is evaluated (evaluate.*) and reported
+    (report.*) may change too: they do not change the training. Keys added to cnnlab since the
+    run began take their defaults (the saved file is validated anew)."""
     dumped = (saved.model_dump(mode="json"), current.model_dump(mode="json"))
     for section in dumped:
         for key in ("epochs", "compile"):
             section["train"].pop(key)
         section.pop("output")
         section.pop("evaluate")
+        section.pop("report")
     return sorted(_differences(*dumped))
 
 

@@ -44,4 +44,8 @@ KINDS: Registry[RunKind] = Registry("kind of run")
 
 
 def kind_of(cfg: Experiment) -> str:
+    if cfg.ensemble is not None:
+        return "ensemble"
+    if cfg.task == "reconstruction":  # a trained run whose network outputs images
+        return "reconstruction"
     return "features" if cfg.classifier is not None else "trained"

@@ -14,6 +14,7 @@ from cnnlab.config import Experiment, ModelConfig
 from cnnlab.data.pipeline import Data, load_data
 from cnnlab.errors import ConfigError
 from cnnlab.models import format_summary, model_from_config
+from cnnlab.models.zoo import REPORT_INPUTS
 from cnnlab.runs.folder import RunFolder
 from cnnlab.runs.skeleton import data_config, fetch_weights
 from cnnlab.runs.trained import make_trainee, train_batches
@@ -77,8 +78,16 @@ def model_summary(
     convolutional base alone, as Keras's include_top=False."""
     if experiment is not None and (input_shape is None or num_classes is None):
         found_shape, found_classes = shape_and_classes(experiment, need_classes=num_classes is None)
+        if found_shape is not None and experiment.task == "reconstruction":
+            from cnnlab.runs.reconstruction import network_input
+
+            found_shape = network_input(experiment, found_shape)  # the degraded image's
         input_shape = input_shape or found_shape
         num_classes = found_classes if num_classes is None else num_classes
+    if experiment is None and model.name in REPORT_INPUTS:  # the report's, unless given
+        report_shape, report_classes = REPORT_INPUTS[model.name]
+        input_shape = input_shape or report_shape
+        num_classes = report_classes if num_classes is None else num_classes
     if input_shape is None or num_classes is None:
         raise ConfigError("summary: pass --input-shape H,W,C and --num-classes K")
     shape = tuple(input_shape)

@@ -1,7 +1,7 @@
 """A finished run's report.html written again from its folder (after `cnnlab evaluate` adds an
 evaluation): the same page the run wrote, its gallery and augmentation preview included, from
 the run's data (a decode-cache hit) and its predictions.csv. Nothing is recomputed by the
-network."""
+network: the interpretation's embedding and Grad-CAM panels are the run's interpretation.json."""
 
 from __future__ import annotations
 
@@ -20,6 +20,10 @@ from cnnlab.runtime import IMAGE_LAYOUT
 
 def rewrite_report(run: FinishedRun) -> Path:
     cfg = run.config
+    if run.kind == "reconstruction":  # its images are in reconstructions.npz
+        from cnnlab.report import render_report
+
+        return render_report(run.folder)
     data = load_data(run.data_config(), cfg.seed)
     augment = None
     if run.kind == "trained":
@@ -27,7 +31,10 @@ def rewrite_report(run: FinishedRun) -> Path:
             cfg.augment, run.normalization(), IMAGE_LAYOUT, cfg.seed, torch.device("cpu")
         )
         augment = None if transform.is_identity else transform
-    return write_report(RunFolder(run.folder), data, kept_predictions(run, data), augment, cfg.seed)
+    predicted = kept_predictions(run, data)
+    return write_report(
+        RunFolder(run.folder), data, predicted, augment, cfg.seed, cfg.report.interpret
+    )
 
 
 def kept_predictions(run: FinishedRun, data: Data) -> Predicted:

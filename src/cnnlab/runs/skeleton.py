@@ -9,6 +9,7 @@ evaluation batches, and finish with metrics, predictions, manifest and report.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,9 +25,10 @@ from cnnlab.data.batches import DeviceBatches
 from cnnlab.data.pipeline import Data, Split, load_data
 from cnnlab.errors import ConfigError
 from cnnlab.runs.folder import RunFolder
+from cnnlab.runs.gallery import gallery, shown_split
 from cnnlab.runs.manifest import now, run_manifest
 from cnnlab.runtime import seed_everything, select_device, set_deterministic
-from cnnlab.task.classification import mistakes, predictions_csv
+from cnnlab.task.classification import predictions_csv
 from cnnlab.train.batch_size import CPU_BATCH
 
 GPU_EVAL_BATCH = 256  # evaluate.batch_size unset, on a GPU
@@ -156,37 +158,49 @@ def finish(
     **details: Any,
 ) -> RunResult:
     """metrics.json, predictions.csv, manifest.json (with `details`) and report.html."""
+    cfg = run.cfg
+
+    def report() -> Path:
+        return write_report(
+            run.folder, run.data, predicted, augment, cfg.seed, cfg.report.interpret
+        )
+
+    return finish_with(run, metrics, predictions_csv(predicted), model, report, **details)
+
+
+def finish_with(
+    run: Started,
+    metrics: dict[str, Any],
+    predictions: str,
+    model: dict[str, Any],
+    report: Callable[[], Path],
+    **details: Any,
+) -> RunResult:
+    """finish for any task: its metrics, its predictions.csv text, the manifest, and `report`
+    (which writes report.html once the other files are there)."""
     folder = run.folder
     folder.write_json(runfiles.METRICS, metrics)
-    folder.write_predictions(predictions_csv(predicted))
-    cfg = run.cfg
+    folder.write_predictions(predictions)
     manifest = run_manifest(
-        cfg.seed, run.device, run.started, run.timings, model, run.data, **details
+        run.cfg.seed, run.device, run.started, run.timings, model, run.data, **details
     )
     folder.write_json(runfiles.MANIFEST, manifest)
-    report = write_report(folder, run.data, predicted, augment, cfg.seed)
-    return RunResult(folder.path, metrics, manifest, report)
+    return RunResult(folder.path, metrics, manifest, report())
 
 
 def write_report(
-    folder: RunFolder, data: Data, predicted: Predicted, augment: TrainTransform | None, seed: int
+    folder: RunFolder,
+    data: Data,
+    predicted: Predicted,
+    augment: TrainTransform | None,
+    seed: int,
+    interpret: bool = True,  # report.interpret: the gallery by loss (and interpretation.json)
 ) -> Path:
     from cnnlab.augment.preview import split_preview
-    from cnnlab.report import Misclassified, render_report
+    from cnnlab.report import render_report
 
-    name = "test" if "test" in predicted else ("val" if "val" in predicted else None)
-    wrong = None
-    if name is not None:
-        split, probabilities = predicted[name]
-        best = probabilities.argmax(1)
-        shown = mistakes(split.labels, probabilities)
-        wrong = Misclassified(
-            images=np.asarray(split.images[shown]),
-            true=[data.classes[k] for k in split.labels[shown]],
-            predicted=[data.classes[k] for k in best[shown]],
-            confidence=[float(probabilities[i, best[i]]) for i in shown],
-            paths=[split.paths[i] for i in shown],
-        )
+    name = shown_split(predicted)
+    wrong = None if name is None else gallery(*predicted[name], by_loss=interpret)
     grid = None
     if augment is not None:  # the same preview as `cnnlab augment-preview`
         grid = split_preview(data.splits["train"].images, augment, seed)

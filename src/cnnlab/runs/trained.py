@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
@@ -19,17 +20,22 @@ from cnnlab.data.pipeline import Data, load_data
 from cnnlab.errors import ConfigError
 from cnnlab.models import count_params, format_summary, model_from_config
 from cnnlab.models.whiten import whiten_first_conv
+from cnnlab.runs import reconstruction
 from cnnlab.runs.finished import FinishedRun
 from cnnlab.runs.folder import RunFolder
+from cnnlab.runs.interpretation import interpret_trained
 from cnnlab.runs.kinds import KINDS, RunKind
 from cnnlab.runs.skeleton import (
     Predicted,
     RunResult,
+    Started,
     begin,
     data_config,
+    eval_batch_size,
     eval_batches,
     evaluated,
     finish,
+    finish_with,
     image_batches,
 )
 from cnnlab.runs.tuner import SAVED as TUNED
@@ -77,17 +83,19 @@ def run_trained(
     assert cfg.model is not None  # the caller's check (a run needs a model)
     run = begin(cfg, folder, console, data_config(cfg))
     data, device = run.data, run.device
+    reconstructs = cfg.task == "reconstruction"
     imbalance = remedy_note(data.health)  # the report shows it too; here unless remedied
     if imbalance and cfg.train.class_weight is None and cfg.data.sampler == "shuffle":
         console.print(f"[yellow]warning:[/] {imbalance}", highlight=False)
 
-    model = model_from_config(cfg.model, data.input_shape, data.num_classes)
-    folder.write_summary(format_summary(model, data.input_shape) + "\n")
+    shape = network_input(cfg, data.input_shape)
+    model = model_from_config(cfg.model, shape, data.num_classes)
+    folder.write_summary(format_summary(model, shape) + "\n")
     if getattr(model, "info", None) is not None:
         console.print(weights_line(model.info), highlight=False)
     # Module.to takes memory_format with a device at runtime; torch's overloads leave it out
     model = model.to(device, memory_format=IMAGE_LAYOUT)  # type: ignore[call-overload]
-    base = make_trainee(model, cfg, data, device)
+    base = task_trainee(model, cfg, data, device)
     if cfg.model.whiten_first_conv is not None:  # from the data; a resumed run loads it after
         train_images = data.splits["train"].images
         whiten_first_conv(
@@ -99,7 +107,7 @@ def run_trained(
     preprocess.normalization.save(folder.file(runfiles.NORMALIZATION))
     saved = load_state(folder.path) if resume else None
     state = restore(saved, model, average) if saved else TrainState()
-    train = train_batches(cfg, data, device)
+    train = (reconstruction.train_batches if reconstructs else train_batches)(cfg, data, device)
     clock = time.perf_counter()
     tuned = tune(cfg, base, train, device, saved, folder, console)  # auto values, before epoch 1
     cfg, train = tuned.experiment(cfg), with_batch_size(train, tuned.batch_size)
@@ -109,7 +117,7 @@ def run_trained(
         compile_model(model, cfg.train.compile)
 
     clock = time.perf_counter()
-    val = eval_batches(data, "val", cfg, device)
+    val = split_batches(data, "val", cfg, device)
     stages = stages_of(cfg.model, cfg.train)
     epochs = sum(stage.epochs for stage in stages)
 
@@ -143,14 +151,7 @@ def run_trained(
             highlight=False,
         )
     load_weights(model, folder.weights)  # evaluate the kept (best) weights
-    metrics, predicted = evaluate_all(base, data, cfg, device)
-    run.timings["evaluate_s"] = time.perf_counter() - clock
-    return finish(
-        run,
-        metrics,
-        predicted,
-        model_manifest(cfg, model),
-        cast("TrainTransform | None", base.augment),  # make_trainee's (build_transforms)
+    details: dict[str, Any] = dict(
         deterministic=cfg.train.deterministic,
         epochs_run=state.epoch,
         best_epoch=state.epoch if evaluated_weights == "swa" else state.best_epoch,
@@ -161,6 +162,64 @@ def run_trained(
         class_weight=recorded_weights(base, data),
         **tuned.manifest(),  # auto_batch_size, lr_find
     )
+    if reconstructs:
+        return finish_reconstruction(run, cfg, base, model_manifest(cfg, model), clock, details)
+    metrics, predicted = evaluate_all(base, data, cfg, device)
+    run.timings["evaluate_s"] = time.perf_counter() - clock
+    interpret_trained(run, base, predicted)  # report.interpret: embedding, Grad-CAM
+    augment = cast("TrainTransform | None", base.augment)  # make_trainee's (build_transforms)
+    return finish(run, metrics, predicted, model_manifest(cfg, model), augment, **details)
+
+
+def network_input(cfg: Experiment, image_shape: tuple[int, int, int]) -> tuple[int, int, int]:
+    """(H, W, C) the network takes: the images, or for reconstruction their degraded copies."""
+    if cfg.task == "reconstruction":
+        return reconstruction.network_input(cfg, image_shape)
+    return image_shape
+
+
+def task_trainee(
+    model: torch.nn.Module, cfg: Experiment, data: Data, device: torch.device
+) -> Trainee:
+    if cfg.task == "reconstruction":
+        return reconstruction.make_trainee(model, cfg, data, device)
+    return make_trainee(model, cfg, data, device)
+
+
+def split_batches(
+    data: Data, name: str, cfg: Experiment, device: torch.device
+) -> DeviceBatches | None:
+    """A split as evaluation batches of the run's task."""
+    if cfg.task == "reconstruction":
+        size = eval_batch_size(cfg, device)
+        return reconstruction.eval_batches(data, name, cfg, device, size)
+    return eval_batches(data, name, cfg, device)
+
+
+def finish_reconstruction(
+    run: Started,
+    cfg: Experiment,
+    trainee: Trainee,
+    model: dict[str, Any],
+    clock: float,
+    details: dict[str, Any],
+) -> RunResult:
+    """Evaluate every split, then metrics, per-image predictions, images and the report."""
+    data, device = run.data, run.device
+    size = eval_batch_size(cfg, device)
+    metrics, rows, shown = reconstruction.evaluate_all(
+        trainee, data, cfg, device, size, evaluated(data, cfg)
+    )
+    run.timings["evaluate_s"] = time.perf_counter() - clock
+    reconstruction.save_shown(run.folder.path, shown)
+
+    def report() -> Path:
+        from cnnlab.report import render_report
+
+        return render_report(run.folder.path)
+
+    text = reconstruction.predictions_csv(rows)
+    return finish_with(run, metrics, text, model, report, **details)
 
 
 def weights_line(info) -> str:
@@ -179,6 +238,12 @@ def make_trainee(
     average: WeightAverage | None = None,
 ) -> Trainee:
     """Model, task, transforms and weight average; each stage adds its optimiser and schedule."""
+    output = getattr(model, "output_shape", ())
+    if len(output) == 3:  # e.g. S4's upsampling networks
+        raise ConfigError(
+            f"model: the network outputs {'x'.join(map(str, output))} images, not class scores; "
+            "set task: reconstruction to train it to rebuild images"
+        )
     weights = class_weights(cfg.train.class_weight, data.classes, data.splits["train"].labels)
     smoothing = cfg.train.label_smoothing
     task = Classification.for_model(model, data.num_classes, smoothing, weights)
@@ -384,3 +449,7 @@ def model_manifest(cfg: Experiment, model: torch.nn.Module) -> dict[str, Any]:
 
 
 KINDS.register("trained")(RunKind(run_trained, predict_again, classify))
+# task: reconstruction: the same run; its network's outputs are images
+KINDS.register("reconstruction")(
+    RunKind(run_trained, reconstruction.predict_again, reconstruction.reconstruct)
+)

@@ -38,7 +38,7 @@ class RunRecord:
     """One finished (or failed) run, as the study reads it."""
 
     cell: str
-    seed: int
+    seed: int | None  # None: an ensemble of the cell's seeds, paired with each of them
     folder: Path
     error: str | None
     scores: dict[str, dict[str, float]] = field(default_factory=dict)  # split -> metric -> value
@@ -97,7 +97,10 @@ def _correctness(path: Path) -> dict[str, dict[str, bool]]:
         return {}
     found: dict[str, dict[str, bool]] = {}
     with path.open(newline="", encoding="utf-8") as handle:
-        for row in csv.DictReader(handle):
+        reader = csv.DictReader(handle)
+        if not {"label", "predicted"} <= set(reader.fieldnames or ()):
+            return {}  # task: reconstruction's per-image metrics: no right or wrong per image
+        for row in reader:
             found.setdefault(row["split"], {})[row["path"]] = row["label"] == row["predicted"]
     return found
 
@@ -164,7 +167,8 @@ def comparison_table(
     settings: Any,
 ) -> dict[str, Any]:
     values = {cell: _per_seed(runs, seeds, split, metric) for cell, runs in by_cell.items()}
-    summaries = {cell: stats.summarize(_finite(v)) for cell, v in values.items()}
+    # over every finished run: the seeds', or an ensemble of seeds' one value
+    summaries = {cell: stats.summarize(_all(runs, split, metric)) for cell, runs in by_cell.items()}
     ranked = [cell for cell in values if summaries[cell].n > 0]
     best = None
     if ranked:
@@ -192,7 +196,7 @@ def comparison_table(
         }
         for cell, cell_values in values.items()
     ]
-    n = min((summaries[c].n for c in ranked), default=0)
+    n = min((len(_finite(values[c])) for c in ranked if _finite(values[c])), default=0)
     note = stats.seeds_note(n, settings.paired_test, settings.alpha)
     return {
         "metric": metric,
@@ -229,18 +233,31 @@ def _versus(
 
 def _mcnemar(runs: list[RunRecord], best_runs: list[RunRecord], split: str) -> stats.McNemar | None:
     """Per-image correctness of the two cells, paired by seed and image, over every seed both
-    finished."""
-    best_by_seed = {r.seed: r for r in best_runs if r.finished}
+    finished (an ensemble of seeds pairs with each seed of the other cell)."""
     mine, theirs = [], []
-    for run in runs:
-        other = best_by_seed.get(run.seed)
-        if not run.finished or other is None:
-            continue
+    for run, other in _pairs(runs, best_runs):
         a, b = run.correct.get(split, {}), other.correct.get(split, {})
         shared = sorted(set(a) & set(b))
         mine += [a[p] for p in shared]
         theirs += [b[p] for p in shared]
     return stats.mcnemar_exact(mine, theirs) if mine else None
+
+
+def _pairs(runs: list[RunRecord], others: list[RunRecord]) -> list[tuple[RunRecord, RunRecord]]:
+    """Finished runs of the same seed, or with an ensemble of seeds (seed None) on either side."""
+    return [
+        (run, other)
+        for run in runs
+        for other in others
+        if run.finished
+        and other.finished
+        and (run.seed == other.seed or None in (run.seed, other.seed))
+    ]
+
+
+def _all(runs: list[RunRecord], split: str, metric: str) -> list[float]:
+    found = [r.scores.get(split, {}).get(metric, math.nan) for r in runs if r.finished]
+    return _finite(found)
 
 
 def _per_seed(runs: list[RunRecord], seeds: list[int], split: str, metric: str) -> list[float]:

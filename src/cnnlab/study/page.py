@@ -196,7 +196,8 @@ def _links(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "cell": cell.get("name"),
             "runs": [
                 {
-                    "seed": run.get("seed"),
+                    # None: an ensemble of the cell's seeds (study/ensembles.py)
+                    "seed": "all" if run.get("seed") is None else run.get("seed"),
                     "href": quote(str(run["report"])) if run.get("report") else None,
                     "status": run.get("status"),
                     "error": run.get("error") or "",
@@ -232,7 +233,7 @@ TEMPLATE = """<!DOCTYPE html>
 <section id="failures">
   <h2>Failures</h2>
   <table><thead><tr><th>cell</th><th>seed</th><th>error</th></tr></thead><tbody>
-  {% for failure in failures %}<tr><td>{{ failure.cell }}</td><td>{{ failure.seed }}</td>
+  {% for failure in failures %}<tr><td>{{ failure.cell }}</td><td>{{ "all" if failure.seed is none else failure.seed }}</td>
     <td class="error">{{ failure.error }}</td></tr>{% endfor %}
   </tbody></table>
 </section>

@@ -19,9 +19,10 @@ from cnnlab import runfiles
 from cnnlab.errors import CnnlabError, ConfigError
 from cnnlab.runs.evaluation import EvaluationSpec, evaluate_run, find_evaluation
 from cnnlab.study.collect import read_records, scores_of, study_record
+from cnnlab.study.ensembles import ensemble_rows, make_ensembles
 from cnnlab.study.execute import Outcome, execute
 from cnnlab.study.ladder import FINAL_TEST, check_steps, climb
-from cnnlab.study.spec import Cell, EvaluationSet, Study, load_study
+from cnnlab.study.spec import Cell, EvaluationSet, Planned, Study, load_study
 
 STUDY_JSON = "study.json"
 
@@ -54,8 +55,10 @@ def run_study(
     else:
         cells, ladder = study.cells(), None
         session.run_cells(cells)
-    records = read_records(session.outcomes, list(study.spec.evaluate_on))
-    record = study_record(study, [(c.name, c.overrides) for c in cells], records, ladder)
+    ensembles = session.run_ensembles(cells)  # none without the ensemble: key
+    records = read_records([*session.outcomes, *ensembles], list(study.spec.evaluate_on))
+    rows = [(c.name, c.overrides) for c in cells] + ensemble_rows(study, cells)
+    record = study_record(study, rows, records, ladder)
     record["failures"] += session.problems
     return StudyResult(study.folder, record, write_study(record, study.folder))
 
@@ -98,6 +101,20 @@ class _Session:
         plans = [planned for cell in cells for planned in self.study.plan(cell)]
         outcomes = execute(plans, self.jobs, self._progress)
         self.outcomes += outcomes
+        self._evaluate_all(outcomes)
+        return {cell.name: self._validation(cell, outcomes) for cell in cells}
+
+    def run_ensembles(self, cells: list[Cell]) -> list[Outcome]:
+        """The ensembles of the finished runs (study/ensembles.py), evaluated as runs are."""
+        made, problems = make_ensembles(self.study, cells, self.outcomes, self._made)
+        self.problems += problems
+        for problem in problems:
+            self.console.print(f"[red]failed[/] {problem['error']}", highlight=False)
+        self._evaluate_all(made)
+        return made
+
+    def _evaluate_all(self, outcomes: list[Outcome]) -> None:
+        """Every finished run of `outcomes` on each evaluation set."""
         evaluated = [o for o in outcomes if o.ok] if self.study.spec.evaluate_on else []
         for done, outcome in enumerate(evaluated, start=1):
             scores = {
@@ -108,11 +125,9 @@ class _Session:
             shown = "  ".join(f"{k} {v['accuracy']:.4f}" for k, v in scores.items() if v)
             planned = outcome.planned
             self.console.print(
-                f"[{done}/{len(evaluated)}] evaluated {planned.cell} seed {planned.seed}: "
-                f"accuracy {shown}",
+                f"[{done}/{len(evaluated)}] evaluated {_named(planned)}: accuracy {shown}",
                 highlight=False,
             )
-        return {cell.name: self._validation(cell, outcomes) for cell in cells}
 
     def final_test(self, cell: str) -> dict[str, Any]:
         """The ladder's final configuration on test, once per seed (as evaluations/test)."""
@@ -152,7 +167,7 @@ class _Session:
     def _evaluate(self, outcome: Outcome, name: str, spec: EvaluationSpec) -> dict | None:
         """The run's evaluation `name` (made now, or found from an earlier invocation)."""
         folder = outcome.planned.folder
-        where = f"{outcome.planned.cell} seed {outcome.planned.seed}: evaluation {name}"
+        where = f"{_named(outcome.planned)}: evaluation {name}"
         found = find_evaluation(folder, name)
         try:
             if found is None:
@@ -175,6 +190,16 @@ class _Session:
             return None
         return _metrics(folder / runfiles.EVALUATIONS / name)
 
+    def _made(self, outcome: Outcome) -> None:
+        if not outcome.ok:
+            self.console.print(f"[red]failed[/] {outcome.error}", highlight=False)
+            return
+        metrics = _metrics(outcome.planned.folder)
+        split = next((s for s in ("test", "val") if s in metrics), None)
+        score = f"  {split} accuracy {metrics[split]['accuracy']:.4f}" if split else ""
+        words = "kept from before" if outcome.status == "skipped" else "made"
+        self.console.print(f"{_named(outcome.planned)}: {words}{score}", highlight=False)
+
     def _progress(self, outcome: Outcome, done: int, total: int) -> None:
         planned = outcome.planned
         head = f"[{done}/{total}] {planned.cell} seed {planned.seed}:"
@@ -189,6 +214,11 @@ class _Session:
         self.console.print(
             f"{head} {words.get(outcome.status, 'finished')}{took}{score}", highlight=False
         )
+
+
+def _named(planned: Planned) -> str:
+    """ "adam seed 0", or an ensemble of a cell's seeds by its row's name alone."""
+    return planned.cell if planned.seed is None else f"{planned.cell} seed {planned.seed}"
 
 
 def _spec_of(evaluation: EvaluationSet) -> EvaluationSpec:

@@ -12,6 +12,7 @@ variants:                            # ... and/or named override sets (applied a
 seeds: [0, 1, 2]
 evaluate_on:                         # cross-evaluation: every run on every set (cnnlab evaluate)
   augmented_test: {split: test, augment: s1}
+ensemble: {over: seeds, method: mean}  # also an ensemble of each cell's seeds (or: cells)
 ladder:                              # or: ordered steps, each kept only if validation improves
   metric: val_accuracy
   min_delta: 0.005
@@ -72,6 +73,13 @@ class Statistics(_Section):
     alpha: float = Field(default=0.05, gt=0.0, lt=1.0)
 
 
+class StudyEnsemble(_Section):
+    """Ensembles of the study's runs, one more row each in its tables (study/ensembles.py)."""
+
+    over: Literal["seeds", "cells"]  # seeds: one per cell, of its seeds; cells: one per seed
+    method: Literal["mean", "vote", "stack"] = "mean"  # as `cnnlab ensemble --method`
+
+
 class StudyFile(_Section):
     name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]+$")  # None: the file's name
     experiment: str | dict[str, Any]
@@ -81,6 +89,7 @@ class StudyFile(_Section):
     seeds: list[NonNegativeInt] = Field(default=[0], min_length=1)
     evaluate_on: dict[str, EvaluationSet] = {}
     ladder: Ladder | None = None
+    ensemble: StudyEnsemble | None = None
     statistics: Statistics = Statistics()
     jobs: PositiveInt = 1  # cells run at once, in separate processes (--jobs)
 
@@ -96,7 +105,7 @@ class Planned:
     """One run of a study: a cell at one seed."""
 
     cell: str
-    seed: int
+    seed: int | None  # None: an ensemble of the cell's seeds (study/ensembles.py)
     folder: Path
     experiment: Experiment
 
@@ -176,7 +185,25 @@ def load_study(path: str | Path, overrides: list[str] | None = None) -> Study:
         _set(forced_base, key, value, "--set")
     checked = validate(forced_base, Experiment, source=f"{path}: experiment")
     name = spec.name or path.stem
-    return Study(name, path, spec, base, checked.output.dir / name, forced)
+    return _check_ensemble(Study(name, path, spec, base, checked.output.dir / name, forced))
+
+
+def _check_ensemble(study: Study) -> Study:
+    ensemble, path = study.spec.ensemble, study.path
+    if ensemble is None:
+        return study
+    if study.is_ladder:
+        raise ConfigError(
+            f"{path}: ensemble: a ladder keeps one configuration; ensemble a grid's seeds or cells"
+        )
+    names = [cell.name for cell in study.cells()]
+    if ensemble.over == "seeds" and len(study.spec.seeds) < 2:
+        raise ConfigError(f"{path}: ensemble.over: seeds needs two seeds or more (seeds: [0, 1])")
+    if ensemble.over == "cells" and len(names) < 2:
+        raise ConfigError(f"{path}: ensemble.over: cells needs two cells or more (matrix:)")
+    if ensemble.over == "cells" and "ensemble" in names:
+        raise ConfigError(f"{path}: a cell is named ensemble, as the ensemble's row is; rename it")
+    return study
 
 
 def _base_experiment(path: Path, spec: StudyFile) -> dict[str, Any]:

@@ -180,12 +180,6 @@ def class_weights(
     return [float(setting.get(name, 1.0)) for name in classes]
 
 
-def mistakes(labels: np.ndarray, probabilities: np.ndarray, limit: int = 32) -> np.ndarray:
-    """Indices of the first `limit` wrongly classified images: the report's gallery (a
-    screenful; every one is in predictions.csv)."""
-    return np.flatnonzero(probabilities.argmax(1) != labels)[:limit]
-
-
 def predictions_csv(predicted: dict[str, tuple[Split, np.ndarray]]) -> str:
     """predictions.csv: split, path, label, predicted, confidence, p_<class>... per image."""
     out = io.StringIO()
