@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import shlex
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -77,9 +78,23 @@ def run(
     ),
 ) -> None:
     """Train and evaluate one experiment; write its run folder and report.html."""
+    from cnnlab.errors import RunInterrupted
     from cnnlab.runs import run as run_experiment
 
-    result = run_experiment(config, overrides=set_, output_dir=output, resume=resume, console=out)
+    try:
+        result = run_experiment(
+            config, overrides=set_, output_dir=output, resume=resume, console=out
+        )
+    except RunInterrupted as stop:  # Ctrl-C: say where it stopped and how to go on; 128 + SIGINT
+        again = ["cnnlab", "run", str(config), *(f"--set={item}" for item in set_)]
+        again += [f"--output={output}"] if output is not None else []
+        when = f"after epoch {stop.epoch}" if stop.epoch else "before its first epoch ended"
+        err.print(
+            f"interrupted {when}; continue with `{shlex.join([*again, '--resume'])}`",
+            highlight=False,
+            markup=False,
+        )
+        raise typer.Exit(130) from None
     split = next(k for k in ("test", "val", "train") if k in result.metrics)
     headline = result.metrics[split]
     out.print(f"{split} accuracy: {headline['accuracy']:.4f}  loss: {headline['loss']:.4f}")

@@ -125,6 +125,18 @@ class DataConfig(Section):
         return colour
 
     @model_validator(mode="after")
+    def _target_size_fits(self) -> DataConfig:
+        if self.target_size is not None:
+            height, width = self.target_size
+            if height * width > self.max_pixels:
+                raise _refused(
+                    f"target_size: {height}x{width} is {height * width:,} pixels an image, "
+                    f"more than data.max_pixels ({self.max_pixels:,}, Pillow's decompression-bomb "
+                    "limit); give a smaller size, e.g. [224, 224]"
+                )
+        return self
+
+    @model_validator(mode="after")
     def _one_labelling(self) -> DataConfig:
         if self.label_pattern and self.labels_csv:
             raise ValueError("set either label_pattern or labels_csv, not both")
@@ -215,8 +227,8 @@ class AugmentConfig(Section):
     @classmethod
     def _apply_preset(cls, data: Any) -> Any:
         """A preset's keys first, then the file's own keys over them."""
-        if not isinstance(data, dict) or data.get("preset") is None:
-            return data
+        if not isinstance(data, dict) or not isinstance(data.get("preset"), str):
+            return data  # absent, or not a name: the field's own check says so
         try:
             name = AUGMENT_PRESETS.resolve(data["preset"])
         except ConfigError as err:
@@ -776,9 +788,12 @@ TASK_MONITORS = {
 class Experiment(Section):
     """One experiment. With a `classifier` section it is a features run: the network only
     extracts features and no training loop runs, so `train.*` is ignored (except
-    train.device, where the features are computed)."""
+    train.device, where the features are computed). With an `ensemble` section it combines
+    finished runs (no model; `train.*` ignored but train.device, data.* is its members')."""
 
-    seed: NonNegativeInt = 0  # split, shuffling, initialisation and augmentation all follow it
+    # split, shuffling, initialisation and augmentation all follow it; below 2**32, as
+    # scikit-learn's random_state and NumPy's legacy seeding need
+    seed: Annotated[int, Field(ge=0, lt=2**32)] = 0
     # classification: a class per image; reconstruction: an image per image (see
     # ReconstructionConfig), trained by the same loop, evaluated and reported by its own task
     task: Literal["classification", "reconstruction"] = "classification"

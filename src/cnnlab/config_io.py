@@ -28,21 +28,72 @@ def load_experiment(path: str | Path, overrides: Sequence[str] = ()) -> Experime
     return validate(raw, Experiment, source=str(path))
 
 
+# No experiment nests deeper than about 8 (model.stages.0.groups...); far deeper is not a config
+MAX_DEPTH = 64
+
+
 def read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"{path}: no such experiment file")
+    text = read_text(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
         problem = getattr(err, "problem", None) or str(err)
         raise ConfigError(f"{path}{where}: not valid YAML ({problem})") from None
+    except RecursionError:  # PyYAML recurses once per level of nesting
+        raw = None
+        too_deep = True
+    else:
+        too_deep = depth(raw) > MAX_DEPTH
+    if too_deep:
+        raise ConfigError(
+            f"{path}: nested more than {MAX_DEPTH} levels deep; an experiment is a few sections "
+            "of key: value lines"
+        )
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of sections (data:, model:, ...)")
     return raw
+
+
+def read_text(path: Path) -> str:
+    """The file as UTF-8 text (a UTF-8 byte-order mark allowed); anything else is refused."""
+    data = path.read_bytes()
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise ConfigError(
+            f"{path}: the file is UTF-16 text (as some Windows editors and PowerShell's > "
+            "write); save it as UTF-8"
+        )
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            f"{path}: not a text file in UTF-8 (byte 0x{data[err.start]:02x} at offset "
+            f"{err.start}); an experiment file is YAML text, saved as UTF-8"
+        ) from None
+    if "\x00" in text:  # UTF-16 without its mark, or a binary file that happens to decode
+        raise ConfigError(f"{path}: holds NUL bytes, so it is not YAML text; save it as UTF-8")
+    return text
+
+
+def depth(node: Any) -> int:
+    """How deeply lists and mappings nest in `node` (up to MAX_DEPTH + 1), without recursion;
+    YAML aliases may share a node or make a cycle, so each (node, level) is visited once."""
+    deepest, todo, seen = 0, [(node, 1)], set()
+    while todo:
+        item, level = todo.pop()
+        if not isinstance(item, dict | list) or (id(item), level) in seen:
+            continue
+        seen.add((id(item), level))
+        deepest = max(deepest, level)
+        if level <= MAX_DEPTH:  # one level deeper is enough to refuse it
+            children = item.values() if isinstance(item, dict) else item
+            todo.extend((child, level + 1) for child in children)
+    return deepest
 
 
 def parse_override(item: str) -> tuple[str, Any]:
@@ -55,6 +106,10 @@ def parse_override(item: str) -> tuple[str, Any]:
         value = yaml.safe_load(text) if text.strip() else None
     except yaml.YAMLError:
         value = text  # an unquoted string YAML cannot read is taken as it is
+    except RecursionError:  # PyYAML recurses once per level of nesting
+        raise ConfigError(f"--set {key}: the value is nested too deeply to be a setting") from None
+    if depth(value) > MAX_DEPTH:
+        raise ConfigError(f"--set {key}: the value is nested too deeply to be a setting")
     return key, value
 
 
@@ -94,11 +149,15 @@ def validate(raw: dict[str, Any], model: type[BaseModel], source: str) -> Any:
 
 def describe(error: Mapping[str, Any], model: type[BaseModel]) -> str:
     """One pydantic error as `dotted.key: what is wrong; how to fix it`."""
-    # list positions stay in the path (model.stages.1.lr); field lookups skip them
-    parts = [p for p in error["loc"] if isinstance(p, int) or not _is_internal(p)]
+    # list positions stay in the path (model.stages.1.lr); field lookups skip them. An unknown
+    # key is the file's own, whatever it holds ("rotation_range[0]"), never pydantic's.
+    loc, kind = list(error["loc"]), error["type"]
+    own = loc[-1:] if kind == "extra_forbidden" else []
+    kept = loc[: len(loc) - len(own)]
+    parts = [p for p in kept if isinstance(p, int) or not _is_internal(p)] + own
     loc = [part for part in parts if isinstance(part, str)]
     path = ".".join(map(str, parts)) or "(top level)"
-    kind, value = error["type"], error.get("input")
+    value = error.get("input")
     if kind == "extra_forbidden":
         known = _field_names(model, loc[:-1])
         return f"{path}: unknown key{_suggest(loc[-1], known)} (known: {', '.join(known)})"

@@ -11,3 +11,12 @@ class ConfigError(CnnlabError):
 
 class DataError(CnnlabError):
     """Data that cannot be used as configured; the message names the file or class."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a run: still a KeyboardInterrupt, with where the run can continue from.
+    `epoch` is the last epoch its checkpoint holds (0: none yet, --resume starts it again)."""
+
+    def __init__(self, folder: str, epoch: int):
+        super().__init__(f"{folder}: interrupted after epoch {epoch}")
+        self.folder, self.epoch = folder, epoch

@@ -12,7 +12,14 @@ import torch
 
 import cnnlab
 
-from .corner import CORNER_CNN, TIMM_BACKBONE, corner_config, write_corner_images
+from .corner import (
+    CNN_TRAINING,
+    CORNER_CNN,
+    TIMM_BACKBONE,
+    TIMM_TRAINING,
+    corner_config,
+    write_corner_images,
+)
 
 
 @pytest.fixture(scope="session")
@@ -26,10 +33,10 @@ def corner_root(tmp_path_factory) -> Iterator[Path]:
         yield folder
 
 
-def _train(root: Path, name: str, model: dict[str, Any], epochs: int, **extra) -> Path:
+def _train(root: Path, name: str, model: dict[str, Any], sections: dict[str, Any]) -> Path:
     """A finished run; torch's global determinism and cuDNN flags as they were (a run sets
     them, and the per-test fixture that restores them does not reach session fixtures)."""
-    config = corner_config(root / f"{name}.yaml", root / "images", model, epochs, **extra)
+    config = corner_config(root / f"{name}.yaml", root / "images", model, **sections)
     before = torch.are_deterministic_algorithms_enabled()
     flags = torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic
     try:
@@ -41,9 +48,10 @@ def _train(root: Path, name: str, model: dict[str, Any], epochs: int, **extra) -
 
 @pytest.fixture(scope="session")
 def cnn_run(corner_root: Path) -> Path:
-    return _train(corner_root, "cnn", {"layers": CORNER_CNN}, epochs=3)
+    return _train(corner_root, "cnn", {"layers": CORNER_CNN}, CNN_TRAINING)
 
 
 @pytest.fixture(scope="session")
 def timm_run(corner_root: Path) -> Path:
-    return _train(corner_root, "timm", {"backbone": TIMM_BACKBONE, "weights": "none"}, epochs=4)
+    backbone = {"backbone": TIMM_BACKBONE, "weights": "none"}
+    return _train(corner_root, "timm", backbone, TIMM_TRAINING)

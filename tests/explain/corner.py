@@ -22,6 +22,8 @@ GREEN = (30, 200, 30)
 PER_CLASS = 60  # images per class: 120 in all, 24 of them for test
 CORNER = (slice(0, PATCH), slice(SIZE - PATCH, SIZE))  # rows, columns of the class patch
 # A layer-list CNN whose last conv block keeps a 16x16 map; global pooling, as CAM assumes.
+# It learns the task in 30 steps from every seed tried (eight) on standardised inputs
+# (featurewise statistics, CNN_TRAINING); on 0..1 inputs its ReLUs may all die in the first few.
 CORNER_CNN = [
     {"Conv2D": {"filters": 16, "kernel_size": 3, "padding": "same", "activation": "relu"}},
     {"MaxPooling2D": {"pool_size": 2}},
@@ -29,7 +31,14 @@ CORNER_CNN = [
     {"GlobalAveragePooling2D": {}},
     {"Dense": {"units": 2, "activation": "softmax"}},
 ]
+CNN_TRAINING = {
+    "augment": {"featurewise_center": True, "featurewise_std_normalization": True},
+    "train": {"epochs": 6, "batch_size": 16, "optimizer": {"name": "adam", "lr": 0.005}},
+}
 TIMM_BACKBONE = "timm/test_resnet"  # timm's own small ResNet (372,688 parameters): a real one
+TIMM_TRAINING = {
+    "train": {"epochs": 2, "batch_size": 32, "optimizer": {"name": "adam", "lr": 0.01}},
+}
 
 
 def write_corner_images(root: Path, per_class: int = PER_CLASS, seed: int = 0) -> Path:
@@ -45,7 +54,8 @@ def write_corner_images(root: Path, per_class: int = PER_CLASS, seed: int = 0) -
     return root
 
 
-def corner_config(path: Path, source: Path, model: dict[str, Any], epochs: int, **extra) -> Path:
+def corner_config(path: Path, source: Path, model: dict[str, Any], **sections: Any) -> Path:
+    """An experiment on the corner images; `sections` replace whole sections (train, ...)."""
     raw = {
         "seed": 0,
         "data": {
@@ -55,8 +65,7 @@ def corner_config(path: Path, source: Path, model: dict[str, Any], epochs: int, 
             "test_split": 0.2,
         },
         "model": model,
-        "train": {"epochs": epochs, "batch_size": 32, "optimizer": {"name": "adam", "lr": 0.01}},
-        **extra,
+        **sections,
     }
     path.write_text(yaml.safe_dump(raw), encoding="utf-8")
     return path

@@ -24,6 +24,7 @@ from cnnlab.errors import ConfigError
 from cnnlab.evaluate.ensemble import vote_of
 from cnnlab.runs.ensemble import ensemble_runs
 from cnnlab.runs.ensemble_members import member_probabilities
+from cnnlab.runs.evaluation import EvaluationSpec, evaluate_run
 from cnnlab.runs.finished import FinishedRun
 
 TRIO = ("a", "b", "c")  # conftest's blind-spot members: each wrong on a class of its own
@@ -220,6 +221,8 @@ def test_a_finished_ensemble_predicts_evaluates_and_compares_like_any_run(member
     assert evaluated.exit_code == 0, evaluated.output
     again = json.loads((copy / "evaluations" / "test" / "metrics.json").read_text())
     assert again["accuracy"] == metrics(stacked)["test"]["accuracy"]
+    shifted = evaluate_run(copy, EvaluationSpec(augment="s1"), report=False)
+    assert shifted.record["images"] == 18 and 0.0 <= shifted.metrics["accuracy"] <= 1.0
 
     trio = [str(members[m]) for m in TRIO]
     compared = runner.invoke(app, ["compare", *trio, str(made["vote"])])

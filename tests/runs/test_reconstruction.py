@@ -14,9 +14,7 @@ import torch
 import yaml
 from PIL import Image
 from safetensors.torch import load_file
-from typer.testing import CliRunner, Result
-
-from cnnlab.cli import app
+from tests.runs.test_trained import assert_user_error, run_cli
 
 # 8x8 digits in, degraded to 4x4 with S4's inversions, back to 8x8
 TINY_UPSAMPLER: list[dict[str, Any]] = [
@@ -45,17 +43,6 @@ def config_file(path: Path, **sections: Any) -> Path:
         raw[name] = {**raw.get(name, {}), **values} if isinstance(values, dict) else values
     path.write_text(yaml.safe_dump(raw), encoding="utf-8")
     return path
-
-
-def run_cli(*args: str) -> Result:
-    return CliRunner().invoke(app, list(args))
-
-
-def assert_user_error(result: Result, *needles: str) -> None:
-    assert result.exit_code == 2, result.output
-    assert isinstance(result.exception, SystemExit)
-    for needle in needles:
-        assert needle in result.stderr, result.stderr
 
 
 @pytest.fixture(scope="module")
@@ -266,3 +253,23 @@ def test_evaluate_of_its_own_test_split_repeats_the_runs_numbers(finished, monke
     assert 'id="reconstruction"' in (finished / "report.html").read_text(encoding="utf-8")
     refused = run_cli("evaluate", str(finished), "--tta", "--name", "tta")
     assert_user_error(refused, "--augment/--tta")
+
+
+def test_a_reference_classifier_reads_the_reconstructions(tmp_path, monkeypatch, train_digits):
+    """reconstruction.reference_run: does a digit classifier still read the rebuilt digits?"""
+    monkeypatch.setenv("CNNLAB_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "cls").mkdir()
+    reference = train_digits(tmp_path / "cls", train={"epochs": 3, "batch_size": 32})
+    config = config_file(
+        tmp_path / "ref.yaml",
+        reconstruction={"degrade": DEGRADE, "reference_run": str(reference)},
+        train={"epochs": 1},
+    )
+    result = run_cli("run", str(config), "--output", str(tmp_path / "runs"))
+    assert result.exit_code == 0, result.output
+    test = json.loads((tmp_path / "runs" / "ref" / "metrics.json").read_text())["test"]
+    own = json.loads((reference / "metrics.json").read_text())["test"]["accuracy"]
+    assert 0.0 <= test["reference_accuracy"] <= 1.0
+    assert test["reference_accuracy"] < own + 0.05  # blurrier digits read no better
+    html = (tmp_path / "runs" / "ref" / "report.html").read_text(encoding="utf-8")
+    assert "reference classifier accuracy" in html

@@ -307,12 +307,15 @@ def test_resume_with_a_changed_setting_exits_2_naming_the_key(tmp_path, two_shap
     assert not (runs / "resume" / "checkpoints").exists()
 
 
-def test_resume_of_a_folder_without_a_checkpoint_exits_2(tmp_path, two_shapes):
+def test_resume_of_a_folder_without_a_checkpoint_starts_the_run_in_it(tmp_path, two_shapes):
+    """Issue 17's M5 (more cases in tests/reliability/test_resume_unstarted.py)."""
     config = resumable_config(tmp_path, two_shapes)
     runs = tmp_path / "runs"
     assert run_cli("prepare", str(config), "--output", str(runs)).exit_code == 0
     result = run_cli("run", str(config), "--output", str(runs), "--resume")
-    assert_user_error(result, "no checkpoint to resume from")
+    assert result.exit_code == 0, result.output
+    assert "has no checkpoint" in result.output and "from the beginning" in result.output
+    assert (runs / "resume" / "metrics.json").is_file()
 
 
 def test_resume_of_a_folder_that_holds_no_run_exits_2(tmp_path, two_shapes):

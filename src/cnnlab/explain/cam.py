@@ -99,15 +99,8 @@ def overlay(images: np.ndarray, heat: np.ndarray) -> np.ndarray:
     `images` (N, C, H, W uint8, C 1 or 3)."""
     from matplotlib import colormaps
 
-    if (
-        images.ndim != 4
-        or images.shape[1] not in (1, 3)
-        or heat.shape
-        != (
-            images.shape[0],
-            *images.shape[2:],
-        )
-    ):
+    expected = (images.shape[0], *images.shape[2:])
+    if images.ndim != 4 or images.shape[1] not in (1, 3) or heat.shape != expected:
         raise ValueError(
             f"overlay: images {images.shape} (N, C, H, W) and heat {heat.shape} (N, H, W) "
             "must match"

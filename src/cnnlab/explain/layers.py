@@ -184,7 +184,7 @@ def _unknown_message(model: nn.Module, layer: str, layers: list[SpatialLayer]) -
     inner = any(isinstance(m, Backbone) for m in [model, *model.children()])
     paths = " or a module path inside the backbone (e.g. layer4.1)" if inner else ""
     return (
-        f"--layer {layer!r}: {_model_name(model)} has no spatial layer of that name{hint} "
+        f"layer {layer!r}: {_model_name(model)} has no spatial layer of that name{hint} "
         f"(give one of {', '.join(names)}{paths}; `cnnlab summary` lists the layers)"
     )
 

@@ -243,6 +243,32 @@ class BatchNormalization(nn.BatchNorm2d):
         if input.dim() not in (2, 4):
             raise ValueError(f"expected a 2D or 4D input, got {input.dim()}D")
 
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if self.training and input.numel() == input.shape[1]:  # one value per channel
+            return self._one_value_per_channel(input)
+        return super().forward(input)
+
+    def _one_value_per_channel(self, input: torch.Tensor) -> torch.Tensor:
+        """Keras's step on a batch of one sample after a Dense (a last partial batch), which
+        PyTorch refuses: the batch's mean is that sample and its (biased) variance 0, so the
+        output is beta and the moving variance decays towards 0. PyTorch's unbiased variance
+        of one value would be nan and poison the running statistics."""
+        share = self.momentum if self.momentum is not None else 1.0
+        assert self.running_mean is not None and self.running_var is not None  # always tracked
+        assert self.num_batches_tracked is not None
+        with torch.no_grad():
+            self.running_mean.lerp_(input.detach().flatten().to(self.running_mean), share)
+            self.running_var.mul_(1.0 - share)
+            self.num_batches_tracked.add_(1)
+        centred = input - input.mean(dim=0, keepdim=True)  # zero, with its gradient path
+        shape = (1, -1) + (1,) * (input.dim() - 2)
+        out = centred * (1.0 / (self.eps**0.5))
+        if self.weight is not None:
+            out = out * self.weight.view(shape)
+        if self.bias is not None:
+            out = out + self.bias.view(shape)
+        return out
+
 
 class Rescaling(nn.Module):
     """Keras's Rescaling: x * scale + offset; airbench scales its logits by 1/9."""

@@ -109,8 +109,11 @@ def read_state_dict(path: Path) -> StateDict:
             f"(weights_only=True; {first_line}); convert it to .safetensors where it was made, "
             "from a source you trust"
         ) from None
-    except (RuntimeError, EOFError, OSError) as err:
-        raise ConfigError(f"model.weights: {path} is not a PyTorch weights file ({err})") from None
+    except Exception as err:  # torch.load's error depends on the bytes (IndexError for text)
+        raise ConfigError(
+            f"model.weights: {path} is not a weights file (neither .safetensors nor a PyTorch "
+            f"state dict: {type(err).__name__}: {err}); give a .safetensors, .pt or .pth file"
+        ) from None
     return _tensors(loaded, path)
 
 

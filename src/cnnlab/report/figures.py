@@ -48,9 +48,9 @@ def learning_curves(
     best_epoch: int | None,
     stage_starts: Sequence[int] = (),
 ) -> bytes:
-    """Loss and accuracy per epoch, train against validation, the best epoch marked, and the
-    first epoch of each later fine-tuning stage."""
-    panels = [name for name in ("loss", "accuracy") if _present(history, name)]
+    """Loss and accuracy (and a reconstruction's PSNR) per epoch, train against validation, the
+    best epoch marked, and the first epoch of each later fine-tuning stage."""
+    panels = [name for name in ("loss", "accuracy", "psnr") if _present(history, name)]
     panels = panels or ["loss"]
     figure = Figure(figsize=(10, 3.8), layout="constrained")
     axes = figure.subplots(1, len(panels), squeeze=False)[0]

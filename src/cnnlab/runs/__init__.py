@@ -10,7 +10,7 @@ from rich.console import Console
 
 from cnnlab.config import Experiment
 from cnnlab.config_io import load_experiment
-from cnnlab.errors import CnnlabError, ConfigError
+from cnnlab.errors import CnnlabError, ConfigError, RunInterrupted
 from cnnlab.progress import silenced
 from cnnlab.runs import ensemble, features, trained  # noqa: F401  (each registers its kind)
 from cnnlab.runs.finished import FinishedRun
@@ -61,13 +61,37 @@ def run(
         out = RunFolder.create(parent, name)
     channel = Console(quiet=True) if quiet else (console or Console())
     channel.print(f"Run folder: {out.path}", highlight=False)
+    restarted = resume and not out.started_training and not out.finished
+    if restarted:  # killed before its first checkpoint: nothing to continue from
+        out.restart()
+        channel.print(
+            f"--resume: {out.path} has no checkpoint (the run stopped before its first epoch "
+            "ended); starting the run from the beginning in this folder",
+            highlight=False,
+        )
     try:
         with silenced(quiet):
-            return run_experiment(cfg, out, resume=resume, callbacks=callbacks, console=channel)
+            return run_experiment(
+                cfg, out, resume=resume and not restarted, callbacks=callbacks, console=channel
+            )
     except CnnlabError:
         if not resume:
             out.discard_unstarted()
         raise
+    except KeyboardInterrupt:  # Ctrl-C: the folder stays, to be continued with --resume
+        raise RunInterrupted(str(out.path), checkpointed_epoch(out)) from None
+
+
+def checkpointed_epoch(folder: RunFolder) -> int:
+    """The epoch a resume would continue after: its checkpoint's (0 without a readable one)."""
+    if not folder.started_training:
+        return 0
+    from cnnlab.train.checkpoint import load_state
+
+    try:
+        return int(load_state(folder.path)["state"]["epoch"])
+    except (CnnlabError, KeyError, TypeError, ValueError):
+        return 0
 
 
 def run_experiment(

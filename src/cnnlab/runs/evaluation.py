@@ -270,10 +270,13 @@ def _augmented(
 ) -> np.ndarray:
     """The split's images through the augmentation's random part, once, as uint8: the same
     images for every evaluation with this seed (on this kind of device)."""
+    from cnnlab.augment.normalize import Normalization
     from cnnlab.augment.pipeline import TrainTransform
     from cnnlab.augment.preview import augmented_pixels
 
-    transform = TrainTransform(augment, run.normalization(), IMAGE_LAYOUT, seed, device)
+    # only the random part runs, on 0..1 values (an ensemble has no normalisation of its own)
+    own = Normalization(1 / 255) if run.kind == "ensemble" else run.normalization()
+    transform = TrainTransform(augment, own, IMAGE_LAYOUT, seed, device)
     out = np.empty_like(np.asarray(split.images))
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)  # the modern operations draw from torch's global generator

@@ -134,7 +134,7 @@ def _explain_chunk(
     for k, name in enumerate(names):
         best, stem = predicted[k], Path(name).stem
         title = (
-            f"{name}\npredicted {run.classes[best]} ({probabilities[k, best]:.1%}); "
+            f"{Path(name).name}\npredicted {run.classes[best]} ({probabilities[k, best]:.1%}); "
             f"{explain.method} for {run.classes[targets[k]]} at {explain.layer}"
         )
         grids = {

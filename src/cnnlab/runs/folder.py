@@ -47,6 +47,8 @@ class RunFolder:
         """The run at `path`, which must be the same experiment (see resume_differences)."""
         saved_path = path / runfiles.CONFIG
         if not saved_path.is_file():
+            if killed_while_reading_data(path):  # nothing to compare: it starts again
+                return cls(path)
             raise ConfigError(
                 f"--resume: {path} holds no run to resume ({runfiles.CONFIG} is missing)"
             )
@@ -77,6 +79,18 @@ class RunFolder:
     def started_training(self) -> bool:
         return (self.path / runfiles.CHECKPOINT).exists()
 
+    @property
+    def finished(self) -> bool:
+        return (self.path / runfiles.METRICS).is_file()
+
+    def restart(self) -> None:
+        """Clear what a run killed before its first checkpoint left (its first epoch's weights
+        and history, half-written temporary files), so the run starts again in this folder."""
+        for name in (runfiles.WEIGHTS, runfiles.HISTORY):
+            self.file(name).unlink(missing_ok=True)
+        for temp in (*self.path.glob(".*.tmp"), *self.path.glob("checkpoints/.*.tmp")):
+            temp.unlink(missing_ok=True)
+
     def discard_unstarted(self) -> None:
         """Remove the folder unless an epoch completed (then its checkpoint is worth keeping)."""
         if not self.started_training:
@@ -101,6 +115,16 @@ class RunFolder:
 
     def write_json(self, name: str, payload: Any) -> None:
         runfiles.write_json(self.file(name), payload)
+
+
+def killed_while_reading_data(path: Path) -> bool:
+    """Whether `path` is a run folder made by a run killed before it wrote config.yaml, its
+    first file, once the data is read: an empty folder, or one of half-written temporary files."""
+    if not path.is_dir():
+        return False
+    return all(
+        entry.name.startswith(".") and entry.name.endswith(".tmp") for entry in path.iterdir()
+    )
 
 
 def resume_differences(saved: Experiment, current: Experiment) -> list[str]:

@@ -17,7 +17,7 @@ from cnnlab.config import Experiment
 from cnnlab.data.batches import DeviceBatches
 from cnnlab.data.health import remedy_note
 from cnnlab.data.pipeline import Data, load_data
-from cnnlab.errors import ConfigError
+from cnnlab.errors import CnnlabError, ConfigError
 from cnnlab.models import count_params, format_summary, model_from_config
 from cnnlab.models.whiten import whiten_first_conv
 from cnnlab.runs import reconstruction
@@ -59,6 +59,7 @@ from cnnlab.train.callbacks import (
     EarlyStopping,
     EpochLine,
     HistoryCSV,
+    StopOnNonFinite,
     TrainState,
 )
 from cnnlab.train.checkpoint import load_state, load_weights, restore_rng
@@ -81,6 +82,8 @@ def run_trained(
 ) -> RunResult:
     """Train and evaluate `cfg` into `folder`; `callbacks` join the run's own in every stage."""
     assert cfg.model is not None  # the caller's check (a run needs a model)
+    # a resumed run's checkpoint first: unreadable, it stops the run before any file is rewritten
+    saved = load_state(folder.path) if resume else None
     run = begin(cfg, folder, console, data_config(cfg))
     data, device = run.data, run.device
     reconstructs = cfg.task == "reconstruction"
@@ -105,7 +108,6 @@ def run_trained(
     average = base.average = weight_average(cfg.train, model)
     preprocess = cast(EvalTransform, base.preprocess)  # make_trainee's (build_transforms)
     preprocess.normalization.save(folder.file(runfiles.NORMALIZATION))
-    saved = load_state(folder.path) if resume else None
     state = restore(saved, model, average) if saved else TrainState()
     train = (reconstruction.train_batches if reconstructs else train_batches)(cfg, data, device)
     clock = time.perf_counter()
@@ -149,6 +151,12 @@ def run_trained(
             f"SWA: the mean of the weights of epochs {cfg.train.swa.start_epoch}-{state.epoch} "
             "is kept and evaluated",
             highlight=False,
+        )
+    if not folder.weights.is_file():  # every epoch's monitored value was nan or inf
+        raise CnnlabError(
+            f"{folder.path}: no epoch gave a finite {monitor_of(cfg)} (see {runfiles.HISTORY}), "
+            "so no weights were kept: the network diverged. Lower train.optimizer.lr or check "
+            "the schedule and augment.rescale"
         )
     load_weights(model, folder.weights)  # evaluate the kept (best) weights
     details: dict[str, Any] = dict(
@@ -325,6 +333,12 @@ def fit_halving(
             saved, state = None, TrainState()
 
 
+def monitor_of(cfg: Experiment) -> str:
+    """The logged value the kept weights are chosen by."""
+    stopping = cfg.train.early_stopping
+    return stopping.monitor if stopping else "val_loss"
+
+
 def default_callbacks(
     cfg: Experiment,
     folder: RunFolder,
@@ -335,7 +349,7 @@ def default_callbacks(
     tuned: Tuned | None = None,
 ) -> list[Callback]:
     stopping = cfg.train.early_stopping
-    monitor = stopping.monitor if stopping else "val_loss"
+    monitor = monitor_of(cfg)
     if stopping and not has_val:
         raise ConfigError(
             "train.early_stopping: needs a validation split; set data.validation_split"
@@ -350,6 +364,8 @@ def default_callbacks(
     ]
     if stopping:
         callbacks.append(EarlyStopping(stopping))
+    if has_val:
+        callbacks.append(StopOnNonFinite())
     parts: dict[str, Any] = {
         "model": trainee.model,
         "optimizer": trainee.optimizer,
@@ -378,12 +394,26 @@ def evaluate_all(
         result = split_inference(trainee, data, name, cfg, device)
         assert result.predictions is not None
         probabilities = result.predictions.numpy()
+        if not np.isfinite(probabilities).all():
+            raise non_finite_outputs(name, probabilities)
         metrics[name] = split_metrics(
             split.labels, probabilities, data.classes, result.loss, cfg.evaluate.top_k
         )
         if name != "train":
             predicted[name] = (split, probabilities)
     return metrics, predicted
+
+
+def non_finite_outputs(split: str, probabilities: np.ndarray) -> CnnlabError:
+    """The kept weights give nan or inf: said with the split and the count, not left to
+    scikit-learn's "Input contains NaN"."""
+    bad = int((~np.isfinite(probabilities)).any(axis=1).sum())
+    return CnnlabError(
+        f"the kept weights ({runfiles.WEIGHTS}) give non-finite probabilities (nan or inf) for "
+        f"{bad} of {len(probabilities)} images of the {split} split: the network diverged in "
+        f"training (see {runfiles.HISTORY}); no metrics were written. Lower "
+        "train.optimizer.lr or check the schedule and augment.rescale"
+    )
 
 
 def split_inference(

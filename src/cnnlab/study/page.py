@@ -233,7 +233,8 @@ TEMPLATE = """<!DOCTYPE html>
 <section id="failures">
   <h2>Failures</h2>
   <table><thead><tr><th>cell</th><th>seed</th><th>error</th></tr></thead><tbody>
-  {% for failure in failures %}<tr><td>{{ failure.cell }}</td><td>{{ "all" if failure.seed is none else failure.seed }}</td>
+  {% for failure in failures %}<tr><td>{{ failure.cell }}</td>
+    <td>{{ "all" if failure.seed is none else failure.seed }}</td>
     <td class="error">{{ failure.error }}</td></tr>{% endfor %}
   </tbody></table>
 </section>

@@ -68,14 +68,15 @@ class Monitor(Callback):
             self.improved(logs, int(logs.get("epoch", number)))
 
     def value(self, logs: dict[str, float]) -> float | None:
-        value = logs.get(self.monitor)
-        return None if value is None or math.isnan(value) else value
+        """The monitored value, None when it was not logged (no validation data)."""
+        return logs.get(self.monitor)
 
     def improved(self, logs: dict[str, float], epoch: int) -> bool:
         """Whether epoch `epoch`'s value beats the best by more than min_delta (then it is
-        kept)."""
+        kept). A nan or inf never does: as in Lightning's ModelCheckpoint, a non-finite value
+        ranks worst, so diverged weights are never the best."""
         value = self.value(logs)
-        if value is None:
+        if value is None or not math.isfinite(value):
             return False
         if self.best is None or self.sign * (self.best - value) > self.min_delta:
             self.best, self.best_epoch = value, epoch
@@ -97,6 +98,25 @@ class BestWeights(Monitor):
         elif self.improved(logs, state.epoch):
             state.best, state.best_epoch = self.best, self.best_epoch
             save_weights(self.model, self.path)
+
+
+class StopOnNonFinite(Callback):
+    """Ends training after an epoch whose validation loss is nan or inf although the training
+    loss was finite: the last steps diverged the weights (Lightning's EarlyStopping with
+    check_finite; Keras's TerminateOnNaN watches the training loss, the loop's NonFiniteLoss).
+    The best weights kept before it are evaluated."""
+
+    def on_epoch_end(self, state: TrainState, logs: dict[str, float]) -> None:
+        value = logs.get("val_loss")
+        if value is None or math.isfinite(value):
+            return
+        state.stop = True
+        kept = f"epoch {state.best_epoch}'s" if state.best_epoch else "no"
+        state.stop_reason = (
+            f"stopped: the validation loss became {value} at epoch {state.epoch} (the training "
+            f"loss was finite): the weights diverged; {kept} weights are kept. Lower "
+            "train.optimizer.lr or check the schedule and augment.rescale"
+        )
 
 
 class EarlyStopping(Monitor):
