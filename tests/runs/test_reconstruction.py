@@ -92,6 +92,8 @@ def test_the_report_shows_the_grids_and_the_ceiling(finished):
     assert "accuracy ceiling" in html and "PSNR (dB)" in html
     assert html.count("<figure") >= 8  # first and worst, 4 columns each
     assert "Misclassified" not in html and "Confusion matrix" not in html
+    # the pixel accuracy is capped by the ceiling: no accuracy-threshold "underfitting"
+    assert "Underfitting" not in html
 
 
 def test_the_report_renders_in_chromium(finished, tmp_path):
