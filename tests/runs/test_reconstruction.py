@@ -118,6 +118,11 @@ def test_predict_writes_a_reconstruction_per_image_and_never_overwrites(finished
     assert Image.open(out / "d0.png").size == (8, 8)
     again = run_cli("predict", str(finished), str(images), "--out", str(out))
     assert_user_error(again, "d0.png", "would be written twice or over an existing file")
+    from cnnlab import load_run
+    from cnnlab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="outputs images, not classes"):
+        load_run(finished).predict(images)
 
 
 def test_resumed_run_equals_an_uninterrupted_run_bitwise(tmp_path, monkeypatch):

@@ -140,6 +140,12 @@ def predict(
     """Predictions of `run` for every image `inputs` names or holds."""
     if top_k < 1:
         raise ConfigError(f"--top-k {top_k}: give at least 1")
+    if run.kind == "reconstruction":
+        raise ConfigError(
+            f"{run.folder}: a reconstruction run outputs images, not classes; use "
+            "`cnnlab predict RUN IMAGES --out DIR` (cnnlab.runs.reconstruction."
+            "write_reconstructions)"
+        )
     options = decoding_for(run)
     result = Predictions(list(run.classes))
     if batch_size is not None:
