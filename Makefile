@@ -50,3 +50,24 @@ $(BENCH_STAMP):
 	$(BENCH_VENV)/bin/python -m pip install -q --upgrade pip
 	$(BENCH_VENV)/bin/python -m pip install -q keras tensorflow-cpu numpy scipy pillow
 	touch $(BENCH_STAMP)
+
+# The GPU path, checked and measured in one command (bench/gpu_check.sh; BENCHMARKS.md, "make
+# gpu-check"). Without CUDA it dry-runs its CPU-side steps and exits 0. It needs no .venv: on the
+# lent GPU machine the image's python3 runs it, with the wheels of .whl/ and the data of .gpu-data/,
+# which gpu-wheels and gpu-data prepare here beforehand.
+GPU_PYTHON := $(if $(wildcard $(BIN)/python),$(BIN)/python,python3)
+FETCH_WHEELS := ../shared/gpu/fetch-wheels.sh
+GPU_WHEELS = $$(grep -v 'sdist only' bench/gpu_wheels.txt | sed 's/\#.*//')
+GPU_SDISTS = $$(grep 'sdist only' bench/gpu_wheels.txt | sed 's/\#.*//')
+.PHONY: gpu-check gpu-wheels gpu-data
+
+gpu-check:
+	PYTHON=$(GPU_PYTHON) bash bench/gpu_check.sh
+
+gpu-wheels:
+	@test -x $(FETCH_WHEELS) || { echo "gpu-wheels: $(FETCH_WHEELS) is not here (it comes with the workplace's shared/ folder); download the wheels of bench/gpu_wheels.txt into .whl/ by hand (device README)"; exit 2; }
+	$(FETCH_WHEELS) $(GPU_WHEELS)
+	$(GPU_PYTHON) -m pip wheel -q --no-deps --no-build-isolation -w .whl $(GPU_SDISTS)
+
+gpu-data:
+	$(GPU_PYTHON) -m bench.gpu_data

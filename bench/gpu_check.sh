@@ -3,8 +3,7 @@
 #
 # On a CUDA machine (the device tool's lent GPU, or any):
 #   1. installs the wheels of bench/gpu_wheels.txt from .whl/ (`make gpu-wheels` fills it) into
-#      $GPU_CHECK_SITE, for this process and the benchmarks' children (a .pth file: bench's
-#      children are started with PYTHONPATH set to the repository alone);
+#      $GPU_CHECK_SITE (/tmp/site), put on PYTHONPATH with src/ (cnnlab is not installed there);
 #   2. runs the tests of bench/gpu_tests.txt on cuda, `pytest -x` (stops at the first failure);
 #   3. runs the benchmarks' CUDA rows (bench/gpu_rows.py): augment, then training workload by
 #      workload, each until the budget runs out, on the data of .gpu-data/ (`make gpu-data`);
@@ -82,7 +81,7 @@ dry_run() {
   mkdir -p "$DEST" && touch "$DEST/.write-probe" && rm "$DEST/.write-probe"
   say "output folder $DEST: writable"
   local sizes
-  sizes=$(du -sh .whl .gpu-data 2>/dev/null | awk '{printf "%s %s, ", $2, $1}')
+  sizes=$(du -sh .whl .gpu-data 2>/dev/null | awk '{printf "%s%s %s", sep, $2, $1; sep=", "}')
   say "to carry: ${sizes:-nothing yet (make gpu-wheels gpu-data)}"
   say "dry run passed in $((SECONDS - START)) s; on a GPU machine this installs the wheels, runs" \
     "the CUDA tests and the GPU benchmarks"
@@ -96,7 +95,8 @@ fi
 # ---------------------------------------------------------------- the GPU run
 WORK=$(mktemp -d /tmp/gpu_check.XXXX)
 mkdir -p "$DEST"
-exec > >(tee -a "$WORK/gpu_check.log") 2>&1
+: >"$DEST/gpu_check.log"
+exec > >(tee -a "$DEST/gpu_check.log") 2>&1
 TEE=$!
 declare -A STATUS SPENT
 ORDER=()
@@ -118,8 +118,8 @@ finish() {
       if [ -f "$phase" ]; then echo; cat "$phase"; fi
     done
   } >"$summary"
-  cp "$summary" "$WORK/gpu_check.log" "$DEST/" 2>/dev/null || true
-  tar -czf "$DEST/gpu_check.tar.gz" -C "$WORK" --exclude=gpu_check.tar.gz . 2>/dev/null || true
+  cp "$summary" "$DEST/" 2>/dev/null || true
+  tar -czf "$DEST/gpu_check.tar.gz" -C "$WORK" . 2>/dev/null || true
   if [ -f "$WORK/tests.log" ] && [ "${STATUS[tests]:-}" != ok ]; then
     echo "---- the CUDA tests' last lines"
     tail -60 "$WORK/tests.log"
@@ -155,27 +155,21 @@ run_phase() {
 }
 
 setup() {
-  local req file files=()
-  check_lists
+  local req file files=()  # called as a condition, where set -e is off: each step checked
+  check_lists || return 1
   for req in "${WHEELS[@]}"; do
     file=$(wheel_for "$req")
     [ -n "$file" ] || { say "no wheel for $req in .whl/: run make gpu-wheels here, carry .whl"; return 1; }
     files+=("$file")
   done
   "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target "$SITE" "${files[@]}"
+    --target "$SITE" "${files[@]}" || return 1
   export PYTHONPATH=$ROOT/src:$SITE:$ROOT${PYTHONPATH:+:$PYTHONPATH}
-  # bench/train.py starts each pipeline with PYTHONPATH=<repo> alone: a .pth file puts src and
-  # the wheels first on every python3's path on this (throw-away) machine, children included.
-  local pth
-  pth=$("$PY" -c 'import site; print(site.getsitepackages()[0])')/zz_cnnlab_gpu_check.pth
-  echo "import sys; sys.path[:0] = [p for p in ('$ROOT/src', '$SITE') if p not in sys.path]" \
-    >"$pth" || say "could not write $pth: the benchmarks' children will not find cnnlab"
   {
     echo "GPU: $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1 | head -1)"
     "$PY" -c 'import platform, os, torch, pydantic, kornia, cnnlab; print(f"torch {torch.__version__} (CUDA {torch.version.cuda}), pydantic {pydantic.__version__}, kornia {kornia.__version__}, Python {platform.python_version()}, {os.cpu_count()} CPUs")'
     echo "commit: ${GPU_CHECK_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo 'unknown (set GPU_CHECK_COMMIT)')}"
-  } | tee "$WORK/machine.txt"
+  } | tee "$WORK/machine.txt" || return 1
   # The Keras peer on this image (torch backend, no TensorFlow): can its generator be imported?
   KERAS_BACKEND=torch "$PY" -c 'import keras; from keras._tf_keras.keras.preprocessing.image import ImageDataGenerator; print(f"keras {keras.__version__} ({keras.backend.backend()} backend): ImageDataGenerator importable without TensorFlow")' \
     | tee -a "$WORK/machine.txt" || say "keras: not importable here"

@@ -11,6 +11,7 @@ flags are `python -m bench`'s, checked by its own parser, except that the device
 
 from __future__ import annotations
 
+import argparse
 import sys
 import tempfile
 
@@ -20,14 +21,16 @@ from bench import augment, train, train_workloads
 from bench.__main__ import parse_args
 
 
-def plan(args) -> list[str]:
+def plan(args: argparse.Namespace) -> list[str]:
     lines = []
     for name in args.benchmarks:
         if name == "train":
             keys = ", ".join(w.key for w in args.workloads)
             lines.append(f"train: {keys} on cuda (cnnlab, DataLoader, hand-written loop)")
         elif name == "augment":
-            lines.append("augment: cnnlab cpu + cuda, torchvision cpu, Keras cpu")
+            lines.append(
+                "augment: cnnlab cpu + cuda, torchvision cpu, Keras cpu (where .venv-bench is)"
+            )
         else:
             lines.append(f"{name}: not a GPU benchmark, left out")
     return lines
@@ -56,21 +59,23 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     for name in args.benchmarks:
         if name == "train":
-            result = train.run(
+            made = train.run(
                 args.datasets,
                 args.out,
                 quick=args.quick,
                 devices=("cuda",),
                 workloads=args.workloads,
             )
+            text, files = made.markdown, made.files
         elif name == "augment":
-            result = augment.run(
+            done = augment.run(
                 args.out, repeats=args.repeats, quick=args.quick, devices=("cpu", "cuda")
             )
+            text, files = done.markdown, done.files
         else:
             continue
-        print(result.markdown)
-        print("wrote " + ", ".join(str(path) for path in result.files))
+        print(text)
+        print("wrote " + ", ".join(str(path) for path in files))
     return 0
 
 

@@ -223,7 +223,10 @@ def write_job(workload: Workload, prepared: Prepared, work: Path, quick: bool, d
 
 def run_child(command: list[str], what: str) -> tuple[dict[str, dict[str, Any]], str]:
     """The child's JSON lines by workload, and why the others are missing; never raises."""
-    env = os.environ | {"PYTHONPATH": str(REPO_ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    # the repository first (bench/ itself), then the caller's path: where cnnlab is not
+    # installed (the GPU image: bench/gpu_check.sh), src/ and the wheels come from it
+    path = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
+    env = os.environ | {"PYTHONPATH": path, "TF_CPP_MIN_LOG_LEVEL": "2"}
     progress(f"{NAME}: {what}: running")
     started = time.perf_counter()
     try:
