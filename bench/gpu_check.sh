@@ -81,7 +81,8 @@ dry_run() {
   mkdir -p "$DEST" && touch "$DEST/.write-probe" && rm "$DEST/.write-probe"
   say "output folder $DEST: writable"
   local sizes
-  sizes=$(du -sh .whl .gpu-data 2>/dev/null | awk '{printf "%s%s %s", sep, $2, $1; sep=", "}')
+  # du fails on a folder not fetched yet (a fresh clone): list what is there
+  sizes=$({ du -sh .whl .gpu-data 2>/dev/null || true; } | awk '{printf "%s%s %s", sep, $2, $1; sep=", "}')
   say "to carry: ${sizes:-nothing yet (make gpu-wheels gpu-data)}"
   say "dry run passed in $((SECONDS - START)) s; on a GPU machine this installs the wheels, runs" \
     "the CUDA tests and the GPU benchmarks"
