@@ -15,22 +15,15 @@ scikit-image itself.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from cnnlab.augment.normalize import Normalization
-from cnnlab.config import (
-    BlurStep,
-    DegradeStep,
-    InvertStep,
-    MaskStep,
-    NoiseStep,
-    ResizeStep,
-    Section,
-)
+from cnnlab.config import DegradeStep, InvertStep, MaskStep, NoiseStep, ResizeStep, Section
 
 CHUNK = 1024  # images per pass when a split is degraded once: bounded device memory
 TRUNCATE = 4.0  # scipy.ndimage's (and so scikit-image's) Gaussian truncation, in sigmas
@@ -131,6 +124,16 @@ def mask(images: torch.Tensor, step: MaskStep, generator: torch.Generator) -> to
     return torch.where(covered, torch.full_like(images, step.value), images)
 
 
+# a DegradeStep's operation name -> (images, its settings, the generator) -> degraded images
+OPERATIONS: dict[str, Callable[[torch.Tensor, Any, torch.Generator], torch.Tensor]] = {
+    "resize": lambda images, step, _generator: resize(images, step),
+    "blur": lambda images, step, _generator: gaussian_blur(images, (step.sigma, step.sigma)),
+    "invert": invert,
+    "gaussian_noise": gaussian_noise,
+    "mask": mask,
+}
+
+
 class Degradation:
     """The steps of reconstruction.degrade, in order, on 0..1 batches."""
 
@@ -153,21 +156,7 @@ class Degradation:
     def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         out = images
         for name, step in self.steps:
-            if name == "resize":
-                assert isinstance(step, ResizeStep)
-                out = resize(out, step)
-            elif name == "blur":
-                assert isinstance(step, BlurStep)
-                out = gaussian_blur(out, (step.sigma, step.sigma))
-            elif name == "invert":
-                assert isinstance(step, InvertStep)
-                out = invert(out, step, generator)
-            elif name == "gaussian_noise":
-                assert isinstance(step, NoiseStep)
-                out = gaussian_noise(out, step, generator)
-            else:
-                assert isinstance(step, MaskStep)
-                out = mask(out, step, generator)
+            out = OPERATIONS[name](out, step, generator)
         return out
 
 

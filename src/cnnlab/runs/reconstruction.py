@@ -23,6 +23,7 @@ from cnnlab.config import Experiment, ReconstructionConfig
 from cnnlab.data.batches import DeviceBatches
 from cnnlab.data.pipeline import Data, Split
 from cnnlab.errors import ConfigError
+from cnnlab.runs.skeleton import eval_batch_size
 from cnnlab.runtime import IMAGE_LAYOUT
 from cnnlab.task.inference import infer
 from cnnlab.task.reconstruction import IMAGE_METRICS, Reconstruction, image_metrics, split_metrics
@@ -91,17 +92,24 @@ def train_batches(cfg: Experiment, data: Data, device: torch.device) -> DeviceBa
     )
 
 
+def fixed_batches(
+    images: np.ndarray, targets: np.ndarray, cfg: Experiment, key: str, device: torch.device
+) -> DeviceBatches:
+    """Evaluation batches of `images` degraded once, from a generator seeded by `key`, with
+    their targets."""
+    inputs = degrade_once(images, degradation(cfg), SCALE, key, device)
+    size = eval_batch_size(cfg, device)
+    return DeviceBatches(inputs, targets, batch_size=size, device=device, shuffle=False)
+
+
 def eval_batches(
-    data: Data, name: str, cfg: Experiment, device: torch.device, batch_size: int
+    data: Data, name: str, cfg: Experiment, device: torch.device
 ) -> DeviceBatches | None:
-    """A split's fixed inputs (degraded once, seeded by the run's seed and the split's name)
-    with its targets."""
+    """A split's fixed inputs (seeded by the run's seed and the split's name) and targets."""
     split = data.splits.get(name)
     if split is None:
         return None
-    inputs = degrade_once(split.images, degradation(cfg), SCALE, f"{cfg.seed}:{name}", device)
-    targets = targets_of(split)
-    return DeviceBatches(inputs, targets, batch_size=batch_size, device=device, shuffle=False)
+    return fixed_batches(split.images, targets_of(split), cfg, f"{cfg.seed}:{name}", device)
 
 
 # --- after training -------------------------------------------------------------------------
@@ -200,7 +208,6 @@ def evaluate_all(
     data: Data,
     cfg: Experiment,
     device: torch.device,
-    batch_size: int,
     splits: list[str],
 ) -> tuple[dict[str, Any], dict[str, tuple[Split, np.ndarray]], dict[str, np.ndarray]]:
     """metrics.json, predictions.csv's rows (val and test) and reconstructions.npz."""
@@ -210,7 +217,7 @@ def evaluate_all(
     shown: dict[str, np.ndarray] = {}
     for name in splits:
         split = data.splits[name]
-        batches = eval_batches(data, name, cfg, device, batch_size)
+        batches = eval_batches(data, name, cfg, device)
         assert batches is not None
         inputs, outputs, per_image = evaluate_split(trainee, batches)
         metrics[name] = split_metrics(per_image, targets_of(split))
@@ -255,11 +262,10 @@ def predict_again(run: FinishedRun, split: str, device: torch.device) -> np.ndar
     """A finished reconstruction run's output images (N, C, H, W) on 0..1 of `split`, from the
     same fixed inputs it was evaluated on."""
     from cnnlab.data.pipeline import load_data
-    from cnnlab.runs.skeleton import eval_batch_size
 
     cfg = run.config
     data = load_data(run.data_config(), cfg.seed)
-    batches = eval_batches(data, split, cfg, device, eval_batch_size(cfg, device))
+    batches = eval_batches(data, split, cfg, device)
     if batches is None:
         raise ConfigError(f"{run.folder}: the run has no {split} split")
     return outputs_of(finished_trainee(run, device), batches)
@@ -270,14 +276,9 @@ def reconstruct(
 ) -> np.ndarray:
     """Output images (N, C, H, W) on 0..1 of uint8 images at the run's image size, degraded
     as its test images were (a fixed draw: the same images give the same inputs)."""
-    from cnnlab.runs.skeleton import eval_batch_size
-
     if tta:
         raise ConfigError("--tta: a reconstruction run has no test-time augmentation")
-    cfg = run.config
-    inputs = degrade_once(images, degradation(cfg), SCALE, f"{cfg.seed}:predict", device)
-    size = eval_batch_size(cfg, device)
-    batches = DeviceBatches(inputs, images, batch_size=size, device=device, shuffle=False)
+    batches = fixed_batches(images, images, run.config, f"{run.config.seed}:predict", device)
     return outputs_of(finished_trainee(run, device), batches)
 
 
@@ -286,13 +287,8 @@ def evaluate_images(
 ) -> tuple[dict[str, Any], str]:
     """`cnnlab evaluate` of a reconstruction run: the metrics.json entry and predictions.csv of
     `split`, its inputs degraded from a generator seeded by `key`."""
-    from cnnlab.runs.skeleton import eval_batch_size
-
-    cfg = run.config
-    inputs = degrade_once(split.images, degradation(cfg), SCALE, key, device)
-    size = eval_batch_size(cfg, device)
     targets = targets_of(split)
-    batches = DeviceBatches(inputs, targets, batch_size=size, device=device, shuffle=False)
+    batches = fixed_batches(split.images, targets, run.config, key, device)
     trainee = finished_trainee(run, device)
     per_image = image_metrics(
         cast(Reconstruction, trainee.task), outputs_of(trainee, batches), targets

@@ -31,7 +31,6 @@ from cnnlab.runs.skeleton import (
     Started,
     begin,
     data_config,
-    eval_batch_size,
     eval_batches,
     evaluated,
     finish,
@@ -199,8 +198,7 @@ def split_batches(
 ) -> DeviceBatches | None:
     """A split as evaluation batches of the run's task."""
     if cfg.task == "reconstruction":
-        size = eval_batch_size(cfg, device)
-        return reconstruction.eval_batches(data, name, cfg, device, size)
+        return reconstruction.eval_batches(data, name, cfg, device)
     return eval_batches(data, name, cfg, device)
 
 
@@ -214,9 +212,8 @@ def finish_reconstruction(
 ) -> RunResult:
     """Evaluate every split, then metrics, per-image predictions, images and the report."""
     data, device = run.data, run.device
-    size = eval_batch_size(cfg, device)
     metrics, rows, shown = reconstruction.evaluate_all(
-        trainee, data, cfg, device, size, evaluated(data, cfg)
+        trainee, data, cfg, device, evaluated(data, cfg)
     )
     run.timings["evaluate_s"] = time.perf_counter() - clock
     reconstruction.save_shown(run.folder.path, shown)
