@@ -280,3 +280,9 @@ def test_a_reference_classifier_reads_the_reconstructions(tmp_path, monkeypatch,
     assert test["reference_accuracy"] < own + 0.05  # blurrier digits read no better
     html = (tmp_path / "runs" / "ref" / "report.html").read_text(encoding="utf-8")
     assert "reference classifier accuracy" in html
+
+
+def test_explain_refuses_a_reconstruction_run_saying_why(finished):
+    result = run_cli("explain", str(finished))
+    assert_user_error(result, "a reconstruction run's network outputs images, not classes")
+    assert not (finished / "explain").exists()

@@ -90,10 +90,15 @@ def explain_run(
     RUN/explain/); with `feature_maps`, a grid of those layers' outputs per image too."""
     run = FinishedRun.open(run_folder)
     if run.kind != "trained":
+        why = {
+            "features": f"a features run classifies {run.model_name}'s features with a "
+            "scikit-learn classifier, so no gradient reaches the image",
+            "ensemble": "an ensemble has no network of its own; explain one of its members",
+            "reconstruction": "a reconstruction run's network outputs images, not classes",
+        }.get(run.kind, f"a {run.kind} run has no class scores to explain")
         raise ConfigError(
-            f"{run.folder}: a features run classifies {run.model_name}'s features with a "
-            "scikit-learn classifier, so no gradient reaches the image; explain a run that "
-            "trains its network (model: without classifier:)"
+            f"{run.folder}: {why}; explain a run that trains a classification network "
+            "(model: without classifier:)"
         )
     method = CAM_METHODS.resolve(method)
     target_index = None if target is None else _class_index(run, target)
