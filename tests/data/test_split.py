@@ -167,3 +167,12 @@ def test_val_is_carved_from_train_when_the_source_has_only_train_and_test(tmp_pa
 def test_zero_validation_split_keeps_everything_in_train():
     items = samples({"a": 5, "b": 5})
     assert set(assign_splits(items, 0.0, None, seed=0)) == {"train"}
+
+
+def test_without_a_test_split_the_data_warns_that_validation_leads(tmp_path, make_classes):
+    root = make_classes(tmp_path / "pets", {"cats": 5, "dogs": 5})
+    held_out = load_data(DataConfig(source=str(root)), seed=0)
+    assert set(held_out.splits) == {"train", "val"}
+    assert any("no test split" in w and "data.test_split" in w for w in held_out.health.warnings)
+    tested = load_data(DataConfig(source=str(root), test_split=0.2), seed=0)
+    assert not any("no test split" in w for w in tested.health.warnings)

@@ -6,6 +6,7 @@ import base64
 import io
 import json
 import re
+from dataclasses import replace
 from collections.abc import Callable
 from pathlib import Path
 
@@ -199,6 +200,38 @@ def test_without_test_split_the_validation_numbers_lead_the_page(
     assert "val accuracy" in headline and "88.89%" in headline
     assert "Per-class metrics <small>(val)</small>" in html
     assert "Confusion matrix <small>(val)</small>" in html
+    # ... with a warning under the headline, and the gallery named for that split
+    assert 'id="no-test-split"' in headline and "data.test_split" in headline
+    wrong = replace(misclassified(3), split="val")
+    html = render_report(folder, wrong).read_text(encoding="utf-8")
+    assert "<h2>Misclassified validation images</h2>" in html
+
+
+def test_a_test_split_leads_the_page_without_the_warning(full_report: str) -> None:
+    assert 'id="no-test-split"' not in full_report
+
+
+def test_a_staged_run_lists_each_stages_trainable_params_and_learning_rates(
+    make_run: Callable[..., Path],
+) -> None:
+    folder = make_run("staged")
+    record = json.loads((folder / "manifest.json").read_text("utf-8"))
+    record["stages"] = [
+        {"stage": 1, "first_epoch": 1, "epochs": 2, "unfreeze": 0, "trainable_blocks": [],
+         "trainable_params": 2562, "lr": {"head": 0.001}, "batchnorm": "frozen"},
+        {"stage": 2, "first_epoch": 3, "epochs": 3, "unfreeze": 1, "trainable_blocks": ["block5"],
+         "trainable_params": 2672802, "lr": {"head": 1e-4, "block5": 1e-5}, "batchnorm": "frozen"},
+    ]  # fmt: skip
+    (folder / "manifest.json").write_text(json.dumps(record), "utf-8")
+    html = render_report(folder).read_text(encoding="utf-8")
+    table = html[html.find('<table id="stages">') :]
+    table = table[: table.find("</table>")]
+    rows = re.findall(r"<tr>(.*?)</tr>", table, re.S)[1:]
+    cells = [re.sub(r"<[^>]+>", "|", row).replace("\n", "") for row in rows]
+    assert "2 (epochs 1-2)" in cells[0] and "head only" in cells[0] and "2,562" in cells[0]
+    assert "3 (epochs 3-5)" in cells[1] and "head + block5" in cells[1]
+    assert "2,672,802" in cells[1] and "head 0.0001, block5 1e-05" in cells[1]
+    assert "trainable params (last stage)" in html
 
 
 def test_missing_and_damaged_files_are_noted_not_fatal(run_folder: Path) -> None:

@@ -19,7 +19,7 @@ from cnnlab.data.health import HealthReport, Sample, build_report
 from cnnlab.data.ingest import FileCheck, check_arrays, check_entries
 from cnnlab.data.pairs import paired_rows, target_config
 from cnnlab.data.sources import scan_files
-from cnnlab.data.split import assign_fold, assign_splits, manifest_csv
+from cnnlab.data.split import assign_fold, assign_splits, manifest_csv, no_test_note
 from cnnlab.runfiles import SPLIT_ORDER
 
 T = TypeVar("T")
@@ -193,6 +193,9 @@ def load_data(cfg: DataConfig, seed: int) -> Data:
             classes=classes,
             targets=targets,
         )
+    note = no_test_note(result)
+    if note is not None and note not in found.report.warnings:
+        found.report.warnings.append(note)
     pairing = paired.files_key if paired is not None else ""
     digest = hashlib.sha256(f"{found.files_key}{pairing}{options}{manifest}".encode())
     return Data(result, classes, found.report, manifest, digest.hexdigest()[:24])

@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import io
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +20,20 @@ from cnnlab.data.health import Sample
 from cnnlab.errors import ConfigError
 
 DEFAULT_VALIDATION_SPLIT = 0.2  # S0's 80/20 hold-out when the source has no val part
+
+
+def no_test_note(split_names: Iterable[str]) -> str | None:
+    """The warning when validation is the only held-out split: its numbers then lead the run
+    (and the report), although they chose the kept weights. A warning, not a default test
+    carve-out: S0 and S2 report a Keras `validation_split` hold-out, which must stay 80/20."""
+    names = set(split_names)
+    if "test" in names or "val" not in names:
+        return None
+    return (
+        "no test split: the run's final numbers will be the validation split's, which also "
+        "chooses the kept weights, so they overstate the score on new images; set "
+        "data.test_split (e.g. 0.2) or give the source a test part"
+    )
 
 
 def assign_splits(

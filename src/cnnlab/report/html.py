@@ -82,6 +82,7 @@ def page_context(
         "reconstruction": reconstruction_section(folder, ENVIRONMENT),
         "evaluations": view.evaluations_table(run),  # `cnnlab evaluate`, after the run
         "summary": run.summary.rstrip(),
+        "stages": view.stages_table(run),  # a staged transfer run's fine-tuning stages
         "data": view.data_section(run),
         "augmented": view.data_uri(augmented) if augmented else None,
         "info": view.run_info(run),

@@ -84,6 +84,7 @@ TEMPLATE = """<!DOCTYPE html>
     <div><span class="big">{{ headline.loss }}</span>
       <span class="label">{{ headline.split }} loss</span></div>
   </div>
+  {% if headline.caution %}<div class="warnings" id="no-test-split">{{ headline.caution }}</div>{% endif %}
   {% else %}
   <p class="hint">No final metrics were recorded (metrics.json is missing or empty).</p>
   {% endif %}
@@ -199,7 +200,7 @@ TEMPLATE = """<!DOCTYPE html>
 
 {% if misclassified %}
 <section id="misclassified">
-  <h2>Misclassified test images</h2>
+  <h2>Misclassified {{ misclassified.split }} images</h2>
   {% if misclassified.tiles %}
   <p class="hint">{{ misclassified.tiles | length }} of {{ misclassified.total }} shown
   {%- if misclassified.by_loss %}, highest loss first (the most confident mistakes){% endif %}:
@@ -250,6 +251,19 @@ TEMPLATE = """<!DOCTYPE html>
   <h2>Model</h2>
   {% if summary %}<pre>{{ summary }}</pre>
   {% else %}<p class="hint">No model summary recorded (summary.txt).</p>{% endif %}
+  {% if stages %}
+  <h3>Fine-tuning stages</h3>
+  <p class="hint">The summary above counts the network as built, every layer trainable; each
+  stage trains only what it unfreezes (Keras's <code>trainable = False</code>), counted here.
+  The run's trainable count is the last stage's.</p>
+  <table id="stages">
+    <thead><tr><th>stage</th><th>epochs</th><th>unfreeze</th><th>trained</th>
+      <th>trainable params</th><th>learning rate per group</th><th>BatchNorm</th></tr></thead>
+    <tbody>{% for row in stages %}<tr><td>{{ row.stage }}</td><td>{{ row.epochs }}</td>
+      <td>{{ row.unfreeze }}</td><td class="text">{{ row.trained }}</td><td>{{ row.trainable }}</td>
+      <td class="text">{{ row.lr }}</td><td>{{ row.batchnorm }}</td></tr>{% endfor %}</tbody>
+  </table>
+  {% endif %}
 </section>
 
 <section id="data">

@@ -45,6 +45,7 @@ class Misclassified:
     paths: list[str]
     total: int | None = None  # every mistake of the split; None: as many as `images`
     loss: list[float] | None = None  # -log p(true class): given when sorted by it, highest first
+    split: str = "test"  # the split they come from: test, else val (runs/gallery.shown_split)
 
 
 def data_uri(png: bytes) -> str:
@@ -69,6 +70,9 @@ def seconds(value: Any) -> str:
     return f"{value:.1f} s" if value < 120 else f"{value / 60:.1f} min ({value:,.0f} s)"
 
 
+SPLIT_TITLES = {"val": "validation"}
+
+
 def splits_with_metrics(metrics: dict[str, Any]) -> list[str]:
     known = [s for s in SPLIT_ORDER if mapping(metrics.get(s))]
     return known + [s for s in metrics if s not in known and mapping(metrics.get(s))]
@@ -82,6 +86,14 @@ def evaluated_split(metrics: dict[str, Any]) -> str | None:
     return None
 
 
+# The headline's caveat when no test split exists (data/split.no_test_note says it at run time)
+NO_TEST_SPLIT = (
+    "No test split: these are the validation images, which chose the kept weights (best epoch, "
+    "early stopping), so they overstate the score on new images. Set data.test_split (e.g. 0.2) "
+    "or give the source a test part."
+)
+
+
 def headline(run: RunFiles) -> dict[str, str] | None:
     split = evaluated_split(run.metrics)
     if split is None:
@@ -93,6 +105,7 @@ def headline(run: RunFiles) -> dict[str, str] | None:
         "loss": decimal(values.get("loss")),
         # task: reconstruction: the best pixel accuracy the data allows
         "ceiling": percent(values["accuracy_ceiling"]) if "accuracy_ceiling" in values else "",
+        "caution": NO_TEST_SPLIT if split == "val" else "",
     }
 
 
@@ -327,7 +340,8 @@ def misclassified_tiles(wrong: Misclassified | None) -> dict[str, Any] | None:
         }
         for k, (image, true, pred, conf, path) in enumerate(shown)
     ]
-    return {"tiles": tiles, "total": total, "by_loss": bool(losses)}
+    split = SPLIT_TITLES.get(wrong.split, wrong.split)
+    return {"tiles": tiles, "total": total, "by_loss": bool(losses), "split": split}
 
 
 def evaluations_table(run: RunFiles) -> list[dict[str, Any]]:
@@ -392,9 +406,45 @@ def data_section(run: RunFiles) -> dict[str, Any] | None:
     }
 
 
+def stages_table(run: RunFiles) -> list[dict[str, str]]:
+    """A staged transfer run's stages (manifest.json): the epochs each ran, what it unfroze,
+    its trainable parameters and each parameter group's learning rate."""
+    stages = [mapping(stage) for stage in run.manifest.get("stages") or []]
+    last_epoch = max((int(e) for e in run.history.get("epoch", []) if _finite(e)), default=None)
+    rows = []
+    for k, stage in enumerate(stages):
+        first = stage.get("first_epoch")
+        following = stages[k + 1].get("first_epoch") if k + 1 < len(stages) else None
+        last = int(following) - 1 if _finite(following) else last_epoch
+        if not _finite(first):
+            ran = ""
+        elif last is not None and last > first:
+            ran = f"epochs {first}-{last}"
+        else:
+            ran = f"epoch {first}"
+        blocks = stage.get("trainable_blocks") or []
+        rates = mapping(stage.get("lr"))
+        rows.append(
+            {
+                "stage": str(stage.get("stage", k + 1)),
+                "epochs": f"{stage.get('epochs', MISSING)} ({ran})" if ran else MISSING,
+                "unfreeze": str(stage.get("unfreeze", MISSING)),
+                "trained": "head + " + ", ".join(map(str, blocks)) if blocks else "head only",
+                "trainable": count(stage.get("trainable_params")),
+                "lr": ", ".join(f"{group} {float(lr):.2g}" for group, lr in rates.items())
+                if all(_finite(lr) for lr in rates.values())
+                else MISSING,
+                "batchnorm": str(stage.get("batchnorm", MISSING)),
+            }
+        )
+    return rows
+
+
 def run_info(run: RunFiles) -> dict[str, list[tuple[str, str]]]:
     manifest = run.manifest
     model = mapping(manifest.get("model"))
+    # a staged run's count is its last stage's (the model section lists every stage's)
+    trainable = "trainable params (last stage)" if manifest.get("stages") else "trainable params"
     general = [
         ("device", manifest.get("device")),
         ("seed", manifest.get("seed")),
@@ -407,7 +457,7 @@ def run_info(run: RunFiles) -> dict[str, list[tuple[str, str]]]:
         ("features", model.get("feature_dimension")),  # a features run: what it classified
         ("classifier", mapping(model.get("classifier")).get("estimator")),
         ("total params", _count_or_none(model.get("total_params"))),
-        ("trainable params", _count_or_none(model.get("trainable_params"))),
+        (trainable, _count_or_none(model.get("trainable_params"))),
         ("non-trainable params", _count_or_none(model.get("non_trainable_params"))),
     ]
     return {

@@ -48,4 +48,5 @@ def gallery(split: Split, probabilities: np.ndarray, by_loss: bool) -> Misclassi
         paths=[split.paths[i] for i in shown],
         total=len(wrong),
         loss=[float(x) for x in losses[: len(shown)]] if by_loss else None,
+        split=split.name,
     )

@@ -23,6 +23,7 @@ from cnnlab.augment.pipeline import TrainTransform
 from cnnlab.config import DataConfig, Experiment
 from cnnlab.data.batches import DeviceBatches
 from cnnlab.data.pipeline import Data, Split, load_data
+from cnnlab.data.split import no_test_note
 from cnnlab.errors import ConfigError
 from cnnlab.runs.folder import RunFolder
 from cnnlab.runs.gallery import gallery, shown_split
@@ -64,6 +65,9 @@ def begin(cfg: Experiment, folder: RunFolder, console: Console, data_cfg: DataCo
     set_deterministic(cfg.train.deterministic)
     seed_everything(cfg.seed)
     data = load_data(data_cfg, cfg.seed)
+    held_out = no_test_note(data.splits)
+    if held_out is not None:
+        console.print(f"[yellow]warning:[/] {held_out}", highlight=False)
     folder.write_data(cfg, data)
     return Started(cfg, folder, console, device, data, started, {"data_s": _since(clock)})
 
