@@ -82,6 +82,8 @@ def test_each_member_is_wrong_on_its_own_class_and_vote_and_stack_beat_every_one
         assert (made["vote"] / name).is_file(), name
     assert (made["stack"] / "classifier.safetensors").is_file()
     assert not (made["vote"] / "classifier.safetensors").exists()
+    page = (made["vote"] / "report.html").read_text(encoding="utf-8")
+    assert "an ensemble has no network of its own" in page and "wrote no" not in page
 
 
 def test_mean_averages_the_members_probabilities_image_by_image(members, made):

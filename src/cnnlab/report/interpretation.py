@@ -132,6 +132,11 @@ def _saved(run: RunFiles) -> tuple[dict[str, Any], str | None]:
     try:
         saved = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
+        if mapping(run.config.get("ensemble")):
+            return (
+                {},
+                "an ensemble has no network of its own: `cnnlab explain MEMBER` shows a member's",
+            )
         return {}, f"the run wrote no {INTERPRETATION}"
     except (OSError, UnicodeDecodeError, ValueError) as error:
         return {}, f"{INTERPRETATION} could not be read ({error})"
