@@ -10,7 +10,7 @@ import pytest
 from scipy import stats as scipy_stats
 
 from cnnlab.study import stats
-from cnnlab.study.collect import RunRecord, comparison_table, mean_curves
+from cnnlab.study.collect import RunRecord, comparison_table, mean_curves, metric_tables, scores_of
 from cnnlab.study.ladder import decide
 from cnnlab.study.spec import Statistics
 
@@ -107,3 +107,18 @@ def test_a_step_is_adopted_only_when_the_mean_improves_by_more_than_min_delta(
     decision = decide(candidate, current, metric, min_delta=0.01)
     assert decision.adopted is adopted
     assert metric in decision.reason
+
+
+def test_a_reconstruction_study_tabulates_psnr_and_ssim_and_no_macro_f1():
+    by_cell: dict[str, list[RunRecord]] = {}
+    for cell, psnr in (("modelo-1", [20.1, 20.4]), ("modelo-2", [18.0, 18.2])):
+        by_cell[cell] = []
+        for seed, value in enumerate(psnr):
+            run = RunRecord(cell, seed, Path(cell) / f"seed{seed}", None)
+            metrics = {"accuracy": 0.8, "loss": 0.1, "psnr": value, "ssim": value / 25}
+            run.scores["test"] = scores_of(metrics)  # a reconstruction's metrics.json entry
+            by_cell[cell].append(run)
+    tables = {t["metric"]: t for t in metric_tables(by_cell, [0, 1], ["test"], Statistics())}
+    assert list(tables) == ["accuracy", "loss", "psnr", "ssim"]
+    assert [row["cell"] for row in tables["psnr"]["rows"] if row["best"]] == ["modelo-1"]
+    assert tables["psnr"]["title"] == "Test PSNR (dB)"

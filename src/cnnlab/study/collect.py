@@ -30,6 +30,8 @@ from cnnlab.study.execute import Outcome
 from cnnlab.study.spec import Study
 
 METRICS = (("accuracy", "accuracy", True), ("macro_f1", "macro F1", True), ("loss", "loss", False))
+# task: reconstruction's image metrics, tabulated where the runs have them
+IMAGE_METRICS = (("psnr", "PSNR (dB)", True), ("ssim", "SSIM", True))
 CURVES = ("loss", "accuracy", "val_loss", "val_accuracy")
 
 
@@ -79,12 +81,14 @@ def _read_run(record: RunRecord, evaluations: Sequence[str]) -> None:
 
 
 def scores_of(metrics: dict[str, Any]) -> dict[str, float]:
-    """The three numbers a study tabulates, from one split's metrics."""
-    return {
+    """The numbers a study tabulates, from one split's metrics: accuracy, macro F1 and loss,
+    and a reconstruction's PSNR and SSIM (which have no macro F1)."""
+    scores = {
         "accuracy": float(metrics["accuracy"]),
         "macro_f1": float(metrics.get("macro_avg", {}).get("f1", math.nan)),
         "loss": float(metrics.get("loss", math.nan)),
     }
+    return scores | {key: float(metrics[key]) for key, _, _ in IMAGE_METRICS if key in metrics}
 
 
 def _evaluated_split(folder: Path) -> str:
@@ -125,11 +129,7 @@ def study_record(
         for name in spec.evaluate_on
         if name not in splits and any(name in r.scores for r in records)
     ]
-    tables = [
-        comparison_table(by_cell, seeds, split, metric, title, higher, spec.statistics)
-        for split in splits
-        for metric, title, higher in METRICS
-    ]
+    tables = metric_tables(by_cell, seeds, splits, spec.statistics)
     return {
         "study": study.name,
         "file": str(study.path),
@@ -252,6 +252,20 @@ def _pairs(runs: list[RunRecord], others: list[RunRecord]) -> list[tuple[RunReco
         if run.finished
         and other.finished
         and (run.seed == other.seed or None in (run.seed, other.seed))
+    ]
+
+
+def metric_tables(
+    by_cell: dict[str, list[RunRecord]], seeds: list[int], splits: Sequence[str], settings: Any
+) -> list[dict[str, Any]]:
+    """A comparison table per split and metric that some run recorded: accuracy, macro F1 and
+    loss for classification; accuracy, loss, PSNR and SSIM for a reconstruction."""
+    runs = [run for cell in by_cell.values() for run in cell]
+    return [
+        comparison_table(by_cell, seeds, split, metric, title, higher, settings)
+        for split in splits
+        for metric, title, higher in METRICS + IMAGE_METRICS
+        if _all(runs, split, metric)
     ]
 
 
