@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(TORCH_PINS)
-	$(BIN)/python -m pip install -q -e '.[dev,pretrained,serve,export]' $(TORCH_PINS)
+	$(BIN)/python -m pip install -q -e '.[dev,pretrained,serve,export,track,sweep]' $(TORCH_PINS)
 	touch $(STAMP)
 
 demo: $(STAMP)

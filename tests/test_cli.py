@@ -231,3 +231,18 @@ def test_summary_of_a_report_model_needs_no_flags(name, count):
     assert result.exit_code == 0, result.output
     assert f"Trainable params: {count}" in result.output
     assert "(None, 28, 28, 1)" in result.output
+
+
+def test_sweep_with_an_invalid_bound_exits_2_naming_the_key_and_writes_nothing(tmp_path):
+    import yaml
+    from tests.sweep.conftest import write_sweep
+
+    path = write_sweep(tmp_path)
+    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    raw["space"]["train.optimizer.momentum"] = {"type": "float", "low": -1.0, "high": 0.9}
+    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    result = cnnlab("sweep", str(path), "--trials", "3", cwd=tmp_path, cache=tmp_path / "c")
+    assert result.returncode == 2, result.stderr
+    assert "space.train.optimizer.momentum = -1.0: invalid configuration" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "runs").exists()

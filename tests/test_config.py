@@ -89,6 +89,13 @@ def test_set_through_a_value_is_refused(tmp_path):
     assert "data.source is a value" in message
 
 
+def test_set_into_an_empty_or_switched_off_section_fills_it(tmp_path):
+    path = write(tmp_path, "data: {source: x}\ntrain: {early_stopping: null}\n")
+    experiment = load_experiment(path, ["train.early_stopping.patience=3"])
+    assert experiment.train.early_stopping is not None
+    assert experiment.train.early_stopping.patience == 3
+
+
 def test_fractions_such_as_one_sixth_are_accepted(tmp_path):
     text = "data: {source: x, validation_split: 1/6, test_split: 1/6}\naugment: {rescale: 1/255}\n"
     experiment = load_experiment(write(tmp_path, text))

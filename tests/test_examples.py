@@ -10,9 +10,15 @@ from cnnlab.models import model_from_config
 from cnnlab.runs.skeleton import data_config
 
 ROOT = Path(__file__).resolve().parents[1]
-# study files name their base experiment (`experiment:`); the rest are experiments
-STUDIES = sorted(p for p in (ROOT / "examples").glob("*.yaml") if "experiment" in read_yaml(p))
-EXAMPLES = sorted(set((ROOT / "examples").glob("*.yaml")) - set(STUDIES))
+# sweep files search a space (`space:`; tests/sweep/test_spec.py checks them); study files name
+# their base experiment (`experiment:`); the rest are experiments
+SWEEPS = sorted(p for p in (ROOT / "examples").glob("*.yaml") if "space" in read_yaml(p))
+STUDIES = sorted(
+    p
+    for p in (ROOT / "examples").glob("*.yaml")
+    if "experiment" in read_yaml(p) and p not in SWEEPS
+)
+EXAMPLES = sorted(set((ROOT / "examples").glob("*.yaml")) - set(STUDIES) - set(SWEEPS))
 
 
 def test_there_is_an_example_per_from_scratch_report_model():

@@ -11,6 +11,7 @@ The public API, for notebooks and scripts (the CLI calls the same functions):
     cnnlab.ensemble_runs(["runs/a", "runs/b"], "mean")   # a run folder combining finished runs
     cnnlab.explain_run(result.folder, ["cat.jpg"])     # Grad-CAM overlays into RUN/explain/
     study = cnnlab.run_study("examples/s1_study.yaml", jobs=2)   # study.html, study.json, ...
+    sweep = cnnlab.run_sweep("examples/digits_sweep.yaml", trials=20)  # Optuna: sweep.html
     model = cnnlab.build_model("carlosnet", (128, 128, 1), 6)
 
 Imports are lazy: `import cnnlab` loads neither torch nor the data pipeline until one of these
@@ -44,6 +45,7 @@ _EXPORTS = {
     "EvaluationSpec": "cnnlab.runs.evaluation",
     "explain_run": "cnnlab.runs.explain",
     "run_study": "cnnlab.study.runner",
+    "run_sweep": "cnnlab.sweep.runner",
     "compare": "cnnlab.study.compare",
     "Callback": "cnnlab.train.callbacks",
     "TrainState": "cnnlab.train.callbacks",
@@ -71,6 +73,7 @@ __all__ = [
     "model_from_config",
     "run",
     "run_study",
+    "run_sweep",
 ]
 
 if TYPE_CHECKING:
@@ -84,6 +87,7 @@ if TYPE_CHECKING:
     from cnnlab.runs.explain import explain_run
     from cnnlab.study.compare import compare
     from cnnlab.study.runner import run_study
+    from cnnlab.sweep.runner import run_sweep
     from cnnlab.train.callbacks import Callback, TrainState
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import functools
+import os
 import shlex
 from collections.abc import Callable
 from pathlib import Path
@@ -25,18 +27,89 @@ F = TypeVar("F", bound=Callable[..., object])
 
 
 def user_errors(command: F) -> F:
-    """Print a CnnlabError's message and exit 2; anything else is a bug and keeps its traceback."""
+    """Print a CnnlabError's message and exit 2, and so for an OSError of the place written to
+    (full, read-only, not permitted: atomic.WRITE_ERRNOS), naming the path and the option or
+    key that chose it; anything else is a bug and keeps its traceback."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
         except CnnlabError as problem:
-            # escaped: a message's own brackets ("pip install cnnlab[export]") are not markup
-            err.print(f"[bold red]error:[/] {escape(str(problem))}", highlight=False)
-            raise typer.Exit(2) from None
+            message = str(problem)
+        except OSError as problem:
+            from cnnlab.atomic import WRITE_ERRNOS
+
+            if problem.errno not in WRITE_ERRNOS:
+                raise
+            message = disk_message(problem, kwargs)
+        # escaped: a message's own brackets ("pip install cnnlab[export]") are not markup
+        err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
+        raise typer.Exit(2)
 
     return wrapper  # type: ignore[return-value]
+
+
+# what to do, by errno; the path and the option or key that chose it come first
+_DISK_ADVICE = {
+    errno.ENOSPC: "free some space there, or choose another place",
+    errno.EDQUOT: "free some space, or choose another place",
+    errno.EFBIG: "choose another place, on a file system that takes larger files",
+    errno.EROFS: "choose a place you can write to",
+    errno.EACCES: "change its permissions, or choose another place",
+    errno.EPERM: "change its permissions, or choose another place",
+    errno.ENOTDIR: "a part of that path is a file, not a folder",
+    errno.EISDIR: "it is a folder: give a file name",
+    errno.EEXIST: "something is in the way there: move it, or choose another place",
+    errno.ENAMETOOLONG: "choose a shorter name",
+}
+_WRITING = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
+# the commands' options naming a place written to (parameter -> the option as typed)
+_PATH_OPTIONS = {"json_path": "--json", "out_path": "--out", "output": "--output"}
+_PATH_OPTIONS |= {"folder": "--folder", "run_folder": "RUN"}
+
+
+def disk_message(problem: OSError, options: dict[str, Any]) -> str:
+    """`cannot write PATH (OPTION): strerror; what to do`, for an OSError of the disk."""
+    name = problem.filename2 or problem.filename
+    verb = "write" if problem.errno in _WRITING else "use"  # EACCES may be a read
+    advice = _DISK_ADVICE.get(problem.errno or 0, "choose another place")
+    if name is None:
+        return f"cannot write: {problem.strerror}; {advice}"
+    path = Path(os.fsdecode(name))
+    setting = _setting_for(path, options)
+    chosen = f" (set by {setting})" if setting else ""
+    return f"cannot {verb} {path}{chosen}: {problem.strerror}; {advice}"
+
+
+def _setting_for(path: Path, options: dict[str, Any]) -> str | None:
+    """The option given to this command, or else the experiment's key (output.dir,
+    data.cache_dir), that `path` lies in."""
+    for parameter, option in _PATH_OPTIONS.items():
+        given = options.get(parameter)
+        if isinstance(given, str | Path) and _related(path, Path(given)):
+            return option
+    config = options.get("config")
+    if not isinstance(config, Path) or config.suffix not in (".yaml", ".yml"):
+        return None
+    from cnnlab.config_io import load_experiment
+    from cnnlab.data.cache import default_cache_root
+
+    try:  # the file loaded before the error, so it loads again; if not, no key is named
+        experiment = load_experiment(config, options.get("set_") or ())
+        cache = default_cache_root(experiment.data.cache_dir)
+    except (CnnlabError, OSError):
+        return None
+    for key, place in (("output.dir", experiment.output.dir), ("data.cache_dir", cache)):
+        if _related(path, Path(place)):
+            return key
+    return None
+
+
+def _related(path: Path, place: Path) -> bool:
+    """Whether `path` is `place`, lies inside it, or is a folder on the way to it."""
+    inner, outer = os.path.abspath(path), os.path.abspath(place)
+    return inner == outer or inner.startswith(outer + os.sep) or outer.startswith(inner + os.sep)
 
 
 @app.command()
@@ -394,6 +467,52 @@ def study(
                 markup=False,
             )
         err.print(f"{len(result.failures)} of the study's runs or evaluations failed")
+        raise typer.Exit(1)
+
+
+@app.command()
+@user_errors
+def sweep(
+    config: Path = typer.Argument(..., metavar="SWEEP.yaml", help="A sweep file."),
+    trials: int | None = typer.Option(
+        None, "--trials", min=1, help="Finished trials the study must hold (default: the file's)."
+    ),
+    timeout: float | None = typer.Option(
+        None, "--timeout", min=0.0, help="Seconds after which no new trial starts."
+    ),
+    workers: int | None = typer.Option(
+        None, "--workers", min=1, help="Local processes sharing the storage (default: the file's)."
+    ),
+    storage: str | None = typer.Option(
+        None, "--storage", help="SQLAlchemy URL shared by workers anywhere (e.g. postgresql://...)."
+    ),
+) -> None:
+    """Hyper-parameter search with Optuna (TPE, pruning on validation curves): each trial an
+    ordinary run folder; rerun to continue; writes sweep.html and sweep.json."""
+    from cnnlab.sweep.runner import SweepInterrupted, run_sweep
+
+    try:
+        result = run_sweep(config, trials, timeout, workers, storage, console=out)
+    except SweepInterrupted as stop:  # Ctrl-C: the report is written; 128 + SIGINT
+        err.print(
+            f"interrupted with {stop.finished} of {stop.wanted} trials finished (report in "
+            f"{stop.folder}); run the same command again to continue",
+            highlight=False,
+            markup=False,
+        )
+        raise typer.Exit(130) from None
+    best = result.best
+    if best is not None:
+        out.print(
+            f"best: trial {best['number']} ({best['value']:.4f}), {result.folder / best['folder']}",
+            highlight=False,
+            markup=False,
+        )
+    for path in result.files:
+        out.print(f"Wrote {path}", highlight=False, markup=False)
+    for problem in result.problems:
+        err.print(problem, highlight=False, markup=False)
+    if result.problems:
         raise typer.Exit(1)
 
 

@@ -8,6 +8,8 @@ settings carry over one to one. Loading, `--set` overrides and error messages li
 from __future__ import annotations
 
 import math
+import re
+import typing
 from fractions import Fraction
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -62,7 +64,49 @@ def _shown(value: Any) -> str:
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan: no option means nan or inf (rescale: .nan would make every image nan)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_switch_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
+        # pydantic's lax mode reads true as 1 and false as 0, so `epochs: true` trained one
+        # epoch; a number field takes no true or false (a switch, bool or e.g. augmix, does)
+        field = cls.model_fields.get(info.field_name or "")
+        if field is not None and _holds_a_switch(value) and _wants_a_number(field.annotation):
+            return _refuse_switch(value)
+        return value
+
+
+def _holds_a_switch(value: Any) -> bool:
+    if isinstance(value, list | tuple):  # target_size: [true, 64]
+        return any(isinstance(item, bool) for item in value)
+    return isinstance(value, bool)
+
+
+def _wants_a_number(annotation: Any) -> bool:
+    """Whether a field's type is made of numbers (through unions, Annotated, tuples) and has no
+    place for true or false (bool, a Literal of them, or Any, e.g. a layer's arguments)."""
+    leaves = _leaves(annotation)
+    if any(leaf is bool or leaf is Any or leaf is True or leaf is False for leaf in leaves):
+        return False
+    return any(leaf is int or leaf is float for leaf in leaves)
+
+
+def _leaves(annotation: Any) -> list[Any]:
+    origin = typing.get_origin(annotation)
+    if origin is Literal:
+        return list(typing.get_args(annotation))
+    if origin is Annotated:
+        return _leaves(typing.get_args(annotation)[0])
+    if origin is None:
+        return [annotation]  # a plain type, or a section, which checks its own fields
+    return [leaf for arg in typing.get_args(annotation) for leaf in _leaves(arg)]
+
+
+def _refuse_switch(value: Any) -> Any:
+    expected = "numbers" if isinstance(value, list | tuple) else "a number"
+    raise _refused(f"expected {expected}, got {_shown(value)}")
 
 
 class DataConfig(Section):
@@ -104,6 +148,17 @@ class DataConfig(Section):
     # Training batches: shuffle (a seeded permutation per epoch, Keras's shuffle=True) or
     # balanced (drawn with replacement, each class equally often; epoch length unchanged).
     sampler: Literal["shuffle", "balanced"] = "shuffle"
+
+    @field_validator("source", "targets")
+    @classmethod
+    def _names_a_place(cls, source: str | None) -> str | None:
+        # An empty path is the working directory to pathlib: it would scan whatever is there.
+        if source is not None and not source.strip():
+            raise _refused(
+                "is empty; give a folder of class folders, a .zip, an IDX folder or 'digits'",
+                source,
+            )
+        return source
 
     @field_validator("label_pattern")
     @classmethod
@@ -713,9 +768,82 @@ class ReportConfig(Section):
     interpret: bool = True
 
 
+class MlflowConfig(Section):
+    """tracking.mlflow: the run also logged to MLflow (cnnlab.track; the `track` extra)."""
+
+    # None: a SQLite file beside the run folders, sqlite:///<output.dir>/mlflow.db, which needs
+    # no server (`mlflow ui --backend-store-uri` shows it); http(s)://HOST:PORT for a shared
+    # tracking server, or any store URL MLflow takes (postgresql://...)
+    uri: str | None = None
+    # the MLflow experiment the run joins (made when missing); None: "cnnlab" for a run, the
+    # study's name for a study, whose cells' runs are nested under one parent run
+    experiment: str | None = Field(default=None, min_length=1, max_length=500)
+
+    @field_validator("uri")
+    @classmethod
+    def _a_uri(cls, uri: str | None) -> str | None:
+        # a bare path would be read by MLflow as a folder store in the working directory
+        if uri is not None and not re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:", uri.strip()):
+            raise _refused(
+                "is not a tracking URI; give sqlite:///PATH/mlflow.db for a file, "
+                "http://HOST:5000 for an MLflow server, or leave uri out for "
+                "sqlite:///<output.dir>/mlflow.db",
+                uri,
+            )
+        return uri
+
+
+class TrackingConfig(Section):
+    """Where a run is logged besides its folder: one tracker, MLflow."""
+
+    mlflow: MlflowConfig
+
+    @field_validator("mlflow", mode="before")
+    @classmethod
+    def _given_empty(cls, value: Any) -> Any:
+        # `mlflow:` with nothing under it is YAML's null: the user named the tracker, so it is
+        # the one with every default (its dump, {uri: null, ...}, reads back the same)
+        return {} if value is None else value
+
+
 class OutputConfig(Section):
     dir: Path = Path("runs")
     name: str | None = None  # None: the experiment file's name
+
+    @field_validator("dir")
+    @classmethod
+    def _a_path(cls, folder: Path) -> Path:
+        _file_name_text(str(folder))
+        return folder
+
+    @field_validator("name")
+    @classmethod
+    def _one_folder_name(cls, name: str | None) -> str | None:
+        # the run folder is output.dir/name: a path would put it elsewhere (../x, /abs) or
+        # fail on missing folders between (a/b/c). 240 bytes leave room for a -N suffix.
+        if name is None:
+            return name
+        size = _file_name_text(name)
+        if name.strip() in ("", ".", "..") or "/" in name or "\\" in name:
+            raise _refused(
+                "must be one folder name (no / or \\, not . or ..), e.g. name: cats-resnet; "
+                "output.dir says where it goes",
+                name,
+            )
+        if size > 240:
+            raise _refused(f"is {size} bytes long; a folder name takes at most 240")
+        return name
+
+
+def _file_name_text(text: str) -> int:
+    """The length in bytes of `text` as a file name; refused when no file system takes it."""
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError:  # a lone surrogate, e.g. "\ud800" in a quoted YAML string
+        raise _refused("holds a character no file name can hold (not UTF-8)", text) from None
+    if "\0" in text:
+        raise _refused("holds a NUL character, which no file name can hold", text)
+    return size
 
 
 class ResizeStep(Section):
@@ -807,6 +935,8 @@ class Experiment(Section):
     report: ReportConfig = ReportConfig()
     output: OutputConfig = OutputConfig()
     reconstruction: ReconstructionConfig | None = None  # task: reconstruction's settings
+    # None: the run is recorded in its folder only; tracking.mlflow: in MLflow too
+    tracking: TrackingConfig | None = None
 
     @model_validator(mode="after")
     def _task_settings(self) -> Experiment:

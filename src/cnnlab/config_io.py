@@ -22,10 +22,43 @@ from cnnlab.errors import ConfigError
 def load_experiment(path: str | Path, overrides: Sequence[str] = ()) -> Experiment:
     """The validated experiment in `path`, with each `key=value` override applied in order."""
     raw = read_yaml(Path(path))
+    _check_relative_paths(raw, Path(path))
     for item in overrides:
         key, value = parse_override(item)
         set_dotted(raw, key, value)
     return validate(raw, Experiment, source=str(path))
+
+
+# The keys that name files or folders, which (like every cnnlab path) are read from the current
+# folder, as Keras scripts and shells read them, and as `--set` values typed at a shell mean.
+PATH_KEYS = (
+    ("data", "source"),
+    ("data", "targets"),
+    ("data", "labels_csv"),
+    ("model", "weights"),
+    ("reconstruction", "reference_run"),
+)
+NAMES_NOT_PATHS = {"digits", "imagenet", "none"}  # data.source's and model.weights' own names
+
+
+def _check_relative_paths(raw: dict[str, Any], config: Path) -> None:
+    """A relative path that is missing from the current folder but sits next to the config
+    file: the user meant that one, so say where it was looked for and what to write."""
+    beside = config.parent
+    if not beside.is_dir() or beside.resolve() == Path.cwd():
+        return
+    for section, key in PATH_KEYS:
+        value = raw.get(section, {}).get(key) if isinstance(raw.get(section), dict) else None
+        if not isinstance(value, str) or not value or value in NAMES_NOT_PATHS:
+            continue
+        if Path(value).is_absolute() or Path(value).exists() or not (beside / value).exists():
+            continue
+        found = (beside / value).resolve()
+        raise ConfigError(
+            f"{config}: {section}.{key}: {value!r} is not in the current folder {Path.cwd()}: "
+            f"relative paths are read from there, not from the config file's folder. It is "
+            f"next to the config file: write {str(found)!r}, or run cnnlab from {beside.resolve()}"
+        )
 
 
 # No experiment nests deeper than about 8 (model.stages.0.groups...); far deeper is not a config
@@ -37,7 +70,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: no such experiment file")
     text = read_text(path)
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=StrictLoader)  # a SafeLoader: no tag runs code
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
@@ -58,6 +91,64 @@ def read_yaml(path: Path) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of sections (data:, model:, ...)")
     return raw
+
+
+class StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, stricter on two points: a key given twice in one mapping is an
+    error naming both lines (PyYAML keeps the last silently, so `epochs: 5` above a forgotten
+    `epochs: 50` trains 50), and a tag whose constructor fails on the text (`!!int null`,
+    `!!timestamp x`) is a YAML error at its line, not a ValueError from inside PyYAML."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._checked: set[int] = set()
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep=deep)
+        except (ValueError, TypeError, AttributeError, LookupError, OverflowError):
+            tag, text = node.tag.replace("tag:yaml.org,2002:", "!!"), str(node.value)
+            text = text if len(text) <= 40 else text[:40] + "..."  # 5,000 digits: too long
+            raise yaml.constructor.ConstructorError(
+                None,
+                None,
+                f"{text!r} cannot be read as {tag}; fix the value (or its tag)",
+                node.start_mark,
+            ) from None
+
+    def flatten_mapping(self, node: yaml.MappingNode) -> None:
+        # before PyYAML merges `<<: *alias` keys into node.value, where an explicit key may
+        # override a merged one: only the keys written in the mapping itself must be unique
+        if id(node) not in self._checked:
+            self._checked.add(id(node))
+            _refuse_repeated_keys(self, node)
+        super().flatten_mapping(node)
+
+
+class RepeatedKey(yaml.constructor.ConstructorError):
+    """A key given twice in one mapping."""
+
+
+def _refuse_repeated_keys(loader: StrictLoader, node: yaml.MappingNode) -> None:
+    first: dict[Any, yaml.Node] = {}
+    for key_node, _ in node.value:
+        if not isinstance(key_node, yaml.ScalarNode) or key_node.tag.endswith(":merge"):
+            continue  # a list or map as a key: PyYAML refuses it itself
+        key = loader.construct_object(key_node)
+        try:
+            repeated = key in first
+        except TypeError:  # `!!set` on a key: PyYAML refuses the unhashable key itself
+            continue
+        if repeated:
+            lines = first[key].start_mark.line + 1, key_node.start_mark.line + 1
+            where = f"lines {lines[0]} and {lines[1]}" if lines[0] != lines[1] else "one line"
+            raise RepeatedKey(
+                None,
+                None,
+                f"the key {key_node.value!r} is given twice in one section (on {where}); keep one",
+                key_node.start_mark,
+            )
+        first[key] = key_node
 
 
 def read_text(path: Path) -> str:
@@ -103,7 +194,9 @@ def parse_override(item: str) -> tuple[str, Any]:
     if not sep or not key:
         raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set train.epochs=5")
     try:
-        value = yaml.safe_load(text) if text.strip() else None
+        value = yaml.load(text, Loader=StrictLoader) if text.strip() else None
+    except RepeatedKey as err:
+        raise ConfigError(f"--set {key}: {err.problem}") from None
     except yaml.YAMLError:
         value = text  # an unquoted string YAML cannot read is taken as it is
     except RecursionError:  # PyYAML recurses once per level of nesting
@@ -134,8 +227,10 @@ def set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
         if last:
             node[part] = value
         else:
-            if isinstance(node, dict):
-                node.setdefault(part, {})
+            if isinstance(node, dict) and node.get(part) is None:
+                # a section left empty (`mlflow:`) or switched off (`early_stopping: null`)
+                # takes the key as its first setting
+                node[part] = {}
             node = node[part]
 
 

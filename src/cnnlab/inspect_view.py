@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cnnlab.data.health import HealthReport
+from cnnlab.data.tree import is_system_entry
 
 if TYPE_CHECKING:
     from cnnlab.data.pipeline import Data
@@ -30,10 +31,7 @@ def print_report(console: Console, report: HealthReport, json_path: Path | None)
         console.print(f"[yellow]{kind}:[/] {' = '.join(group['paths'])}", highlight=False)
     for line in report.warnings:
         console.print(f"[yellow]warning:[/] {line}", highlight=False)
-    if report.ignored:
-        console.print(
-            f"ignored {len(report.ignored)} system/hidden entries (e.g. {report.ignored[0]})"
-        )
+    _print_ignored(console, report.ignored)
 
 
 def print_splits(console: Console, data: Data) -> None:
@@ -62,14 +60,41 @@ def _class_table(report: HealthReport) -> Table:
 def _print_skipped(console: Console, report: HealthReport, json_path: Path | None) -> None:
     if not report.skipped:
         return
-    reasons = Counter(item["reason"] for item in report.skipped)
-    summary = ", ".join(f"{n} {reason}" for reason, n in reasons.most_common())
-    console.print(f"[yellow]skipped {len(report.skipped):,} files:[/] {summary}", highlight=False)
+    # Counted by kind ("broken symlink", "truncated image"), the details left to each line.
+    kinds = Counter(item["reason"].split(" (", 1)[0] for item in report.skipped)
+    summary = ", ".join(f"{n:,} {kind}" for kind, n in kinds.most_common())
+    heading = f"skipped {_count(len(report.skipped), 'file')}:"
+    console.print(f"[yellow]{heading}[/] {summary}", highlight=False)
     for item in report.skipped[:SHOWN]:
         console.print(f"  {item['path']}: {item['reason']}", highlight=False)
     if len(report.skipped) > SHOWN:
         where = json_path or "--json FILE"
         console.print(f"  ... and {len(report.skipped) - SHOWN:,} more (see {where})")
+
+
+def _print_ignored(console: Console, ignored: list[str]) -> None:
+    """Entries that are never samples, not bad files: system/hidden ones and files that are
+    not images by name (README.md, labels.csv). An ignored entry ends at the hidden part of
+    its path, so its last part tells the two apart."""
+    system: list[str] = []
+    other: list[str] = []
+    for path in ignored:
+        is_system = is_system_entry(path.rstrip("/").rsplit("/", 1)[-1])
+        (system if is_system else other).append(path)
+    counts = [
+        f"{_count(len(found), noun)} (e.g. {found[0]})"
+        for found, noun in ((system, "system/hidden entry"), (other, "non-image file"))
+        if found
+    ]
+    if counts:
+        console.print(f"ignored {' and '.join(counts)}", highlight=False)
+
+
+def _count(n: int, noun: str) -> str:
+    """'1 file', '3 files', '2 system/hidden entries'."""
+    if n == 1:
+        return f"1 {noun}"
+    return f"{n:,} " + (noun[:-1] + "ies" if noun.endswith("y") else noun + "s")
 
 
 def _top(counts: dict[str, int], n: int = 4) -> str:

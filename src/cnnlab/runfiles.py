@@ -2,9 +2,11 @@
 
 ```
 config.yaml  manifest.json  health.json  split.csv  summary.txt  normalization.json
-history.csv  metrics.json  predictions.csv  model.safetensors  checkpoints/last.pt  report.html
+history.csv  metrics.json  predictions.csv  model.safetensors  report.html
+checkpoints/last.pt  checkpoints/previous.pt  (the last two complete epochs' training state)
 interpretation.json  (report.interpret: embedding coordinates, Grad-CAM tiles)
 reconstructions.npz  (task: reconstruction: the report's input / output / target images)
+tracking.json  (tracking.mlflow: the MLflow run to continue on --resume)
 classifier.safetensors  classifier.json  (a features run's classifier, instead of the weights)
 evaluations/<name>/evaluation.json  metrics.json  predictions.csv  (`cnnlab evaluate`, later)
 ```
@@ -43,6 +45,8 @@ WEIGHTS = "model.safetensors"  # the kept (best) weights
 CLASSIFIER = "classifier.safetensors"  # a features run's fitted classifier: its arrays
 CLASSIFIER_INFO = "classifier.json"  # ... and what they are (kind, classes, shapes)
 CHECKPOINT = "checkpoints/last.pt"  # the last complete epoch's training state, for --resume
+# the epoch before's, kept so a damaged last.pt falls back to it (train/checkpoint.py)
+PREVIOUS_CHECKPOINT = "checkpoints/previous.pt"
 LR_FIND = "lr_find.png"  # train.optimizer.lr: auto's range test: loss against lr, the suggestion
 REPORT = "report.html"
 # report.interpret: what the report's interpretation needs of the network, kept so the page can be
@@ -55,6 +59,9 @@ EVALUATION = "evaluation.json"
 # task: reconstruction: the report's images (input / output / target uint8 arrays of the first
 # and the worst test images, their paths and losses; numpy's npz, read without pickle)
 RECONSTRUCTIONS = "reconstructions.npz"
+# tracking.mlflow: the MLflow run this folder logs to ({"mlflow": {uri, experiment_id, run_id}}),
+# so that --resume continues it (track/tracker.py)
+TRACKING = "tracking.json"
 EXPORT = "export"  # `cnnlab export`'s default folder: model files, MODEL_CARD.md
 
 SPLIT_ORDER = ("train", "val", "test")

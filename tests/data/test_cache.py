@@ -90,6 +90,20 @@ def test_changed_file_gives_new_pixels_never_stale_ones(pets, write_image, decod
     assert decodes  # the change was noticed and the files read again
 
 
+def test_a_same_size_edit_with_its_mtime_put_back_is_still_decoded_again(pets, write_image):
+    before = pixels_of(load(pets), "cats_000.png").copy()
+    target = pets / "cats" / "cats_000.png"
+    stat = target.stat()
+    write_image(target, seed=999)  # same size (a PNG of the same shape), other pixels
+    assert target.stat().st_size == stat.st_size
+    os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # `touch -r`: the old mtime
+
+    after = pixels_of(load(pets), "cats_000.png")
+    assert not np.array_equal(after, before)
+    fresh = pixels_of(load(pets, cache_dir=str(pets.parent / "fresh")), "cats_000.png")
+    np.testing.assert_array_equal(after, fresh)
+
+
 def test_changed_decode_settings_decode_again(pets, decodes):
     native = load(pets)
     decodes.clear()

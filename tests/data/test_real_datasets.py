@@ -42,12 +42,9 @@ def test_fingers_folder_of_split_zips_gives_train_and_test(datasets):
         **{("train", str(k)): 100 for k in range(6)},
         **{("test", str(k)): 40 for k in range(6)},
     }
-    # README.md, manifest.csv and SHA256SUMS sit beside the zips: named, not used.
-    assert {Path(p).name for p, reason in scan.skipped if "outside" in reason} == {
-        "README.md",
-        "manifest.csv",
-        "SHA256SUMS",
-    }
+    # README.md, manifest.csv and SHA256SUMS sit beside the zips: listed as ignored, not used.
+    assert {Path(p).name for p in scan.ignored} == {"README.md", "manifest.csv", "SHA256SUMS"}
+    assert scan.skipped == []
 
 
 def test_blood_cells_train_zip_with_upper_case_train_folder(datasets):

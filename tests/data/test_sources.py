@@ -79,11 +79,15 @@ def test_missing_source_names_the_key_and_the_path(tmp_path):
         scan_files(str(text))
 
 
-def test_loose_files_beside_class_folders_are_skipped_and_named(tmp_path, make_classes):
+def test_loose_files_beside_class_folders_are_skipped_and_named(
+    tmp_path, make_classes, write_image
+):
     root = make_classes(tmp_path / "pets", {"cats": 2, "dogs": 2})
+    write_image(root / "loose.png")
     (root / "readme.txt").write_text("about", encoding="utf-8")
     scan = scan_files(str(root))
-    assert skipped(scan, root) == {"readme.txt": "not inside a class folder"}
+    assert skipped(scan, root) == {"loose.png": "not inside a class folder"}
+    assert {relative(p, root) for p in scan.ignored} == {"readme.txt"}  # not an image by name
     assert len(scan.entries) == 4
 
 
@@ -122,7 +126,8 @@ def test_sibling_split_zips_are_the_splits_and_other_files_are_named(
         ("test", "a"): 1,
         ("test", "b"): 1,
     }
-    assert skipped(scan, root) == {"README.md": OUTSIDE, "extra/a/a_000.png": OUTSIDE}
+    assert skipped(scan, root) == {"extra/a/a_000.png": OUTSIDE}
+    assert {relative(p, root) for p in scan.ignored} == {"README.md"}
     assert all(".zip/" in e.path for e in scan.entries)  # read inside the zips
 
 
@@ -175,7 +180,8 @@ def test_files_outside_the_split_folders_are_skipped_with_the_reason(tmp_path, m
     make_classes(root / "unsorted", {"a": 1}, seed=30)
     (root / "labels.txt").write_text("a\nb\n", encoding="utf-8")
     scan = scan_files(str(root))
-    assert skipped(scan, root) == {"labels.txt": OUTSIDE, "unsorted/a/a_000.png": OUTSIDE}
+    assert skipped(scan, root) == {"unsorted/a/a_000.png": OUTSIDE}
+    assert {relative(p, root) for p in scan.ignored} == {"labels.txt"}
     assert {e.split for e in scan.entries} == {"train", "test"}
 
 

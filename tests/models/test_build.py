@@ -164,3 +164,17 @@ def test_duplicate_or_reserved_layer_names_are_refused():
 
 def test_empty_layer_list_is_refused():
     assert errors_for([]).startswith("model.layers: the list is empty")
+
+
+@pytest.mark.parametrize(
+    ("layers", "message"),
+    [
+        ([{"Flatten": {}}, {"Dense": {"units": 10**12}}], r"Dense: 784,000,000,000,000 weights"),
+        ([{"Flatten": {}}, {"Dense": {"units": 2**70}}], r"layers\[1\]\.Dense: .* weights"),
+        ([{"Conv2D": {"filters": 10**9, "kernel_size": 3}}], r"layers\[0\]\.Conv2D: .* weights"),
+        ([{"UpSampling2D": {"size": 10**6}}], r"UpSampling2D: output shape .* values per image"),
+    ],
+)  # fmt: skip
+def test_a_layer_too_large_to_allocate_is_refused_before_any_tensor(layers, message):
+    with pytest.raises(ConfigError, match=message):
+        build_layers(layers, (28, 28, 1))

@@ -71,3 +71,29 @@ def test_a_deeply_nested_set_value_exits_2(tmp_path: Path):
     config.write_text(VALID, encoding="utf-8")
     result = run_cli("run", str(config), "--set", "model.layers=" + "[" * 3000 + "]" * 3000)
     assert_user_error(result, "--set model.layers: the value is nested too deeply")
+
+
+def test_a_relative_path_that_exists_next_to_the_config_says_so(
+    tmp_path: Path, monkeypatch, make_classes
+):
+    project = tmp_path / "project"
+    make_classes(project / "pets", {"cats": 2, "dogs": 2})
+    config = project / "pets.yaml"
+    config.write_text(VALID.replace("source: digits", "source: pets"), encoding="utf-8")
+    monkeypatch.chdir(tmp_path)  # one folder above the config and its data
+    result = run_cli("run", str(config.relative_to(tmp_path)), "--output", str(tmp_path / "runs"))
+    assert_user_error(
+        result,
+        f"data.source: 'pets' is not in the current folder {tmp_path}",
+        "not from the config file's folder",
+        f"write '{project / 'pets'}'",
+    )
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_relative_path_found_nowhere_names_the_folder_searched(tmp_path: Path, monkeypatch):
+    config = tmp_path / "lost.yaml"
+    config.write_text(VALID.replace("source: digits", "source: no/such/pets"), encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    result = run_cli("run", str(config), "--output", str(tmp_path / "runs"))
+    assert_user_error(result, f"no/such/pets: no such folder or file in {tmp_path} (the current")

@@ -35,7 +35,8 @@ def digits_run(tmp_path_factory, train_digits) -> Path:
 
 @pytest.fixture
 def digit_files(tmp_path) -> tuple[Path, list[str]]:
-    """A flat folder (sub-folders too, no class folders) of 12 digit PNGs and a text file."""
+    """A flat folder (sub-folders too, no class folders) of 12 digit PNGs, a text file (left
+    out by its name), a file named .png that is no image and a broken symlink."""
     part = read_array_source("digits")[0]
     folder = tmp_path / "new"
     labels = []
@@ -45,6 +46,8 @@ def digit_files(tmp_path) -> tuple[Path, list[str]]:
         Image.fromarray(np.ascontiguousarray(part.images[k]), mode="L").save(target)
         labels.append(str(int(part.labels[k])))
     (folder / "notes.txt").write_text("not an image", encoding="utf-8")
+    (folder / "junk.png").write_text("not an image either", encoding="utf-8")
+    (folder / "broken.png").symlink_to(folder / "gone.png")
     return folder, labels
 
 
@@ -62,8 +65,9 @@ def test_predict_command_classifies_a_flat_folder_and_lists_what_it_skipped(
     )
 
     assert result.exit_code == 0, result.output
-    assert "12 predictions (1 skipped" in result.stdout
-    assert "notes.txt" in result.stderr and "not an image" in result.stderr
+    assert "12 predictions (2 skipped" in result.stdout
+    assert "junk.png" in result.stderr and "not an image" in result.stderr
+    assert "broken.png" in result.stderr and "broken symlink" in result.stderr
     rows = read_rows(out.read_text(encoding="utf-8"))
     predicted = [row for row in rows if not row["skipped"]]
     assert len(predicted) == 12 and {r["path"].rsplit("/", 1)[-1] for r in predicted} >= {
@@ -74,12 +78,12 @@ def test_predict_command_classifies_a_flat_folder_and_lists_what_it_skipped(
     assert first["top_1"] == first["predicted"] and first["top_3"]
     assert sum(float(first[f"p_{k}"]) for k in range(10)) == pytest.approx(1, abs=1e-4)
     skipped = [row for row in rows if row["skipped"]]
-    assert [row["path"].rsplit("/", 1)[-1] for row in skipped] == ["notes.txt"]
+    assert [row["path"].rsplit("/", 1)[-1] for row in skipped] == ["broken.png", "junk.png"]
 
 
 def test_load_run_predict_gives_the_classes_the_command_gives(digits_run, digit_files):
     folder, _labels = digit_files
-    paths = sorted(folder.rglob("*.png"))
+    paths = sorted(folder.rglob("img_*.png"))
     api = cnnlab.load_run(digits_run).predict(paths)
     result = CliRunner().invoke(app, ["predict", str(digits_run), *map(str, paths)])
 
@@ -91,7 +95,7 @@ def test_load_run_predict_gives_the_classes_the_command_gives(digits_run, digit_
 
 def test_in_memory_images_zips_and_arrays_agree_with_files(digits_run, digit_files, tmp_path):
     folder, _labels = digit_files
-    paths = sorted(folder.rglob("*.png"))
+    paths = sorted(folder.rglob("img_*.png"))
     run = cnnlab.load_run(digits_run)
     from_files = [r["predicted"] for r in run.predict(paths).records()]
     images = [Image.open(p) for p in paths]
@@ -134,7 +138,7 @@ def test_s0_validation_images_in_one_flat_folder_predict_at_the_runs_accuracy(
     tmp_path, require, monkeypatch
 ):
     """S0 end to end: the transfer example trains on cats_vs_dogs (one short stage here); its
-    validation images, copied flat into one folder beside a file that is no image, go through
+    validation images, copied flat into one folder beside a README (left out), go through
     `cnnlab predict`; the CSV's accuracy against the names' labels is the run's own."""
     root = Path(__file__).resolve().parents[2]
     validation = require(root.parent / "shared" / "datasets" / "cats_vs_dogs" / "validation.zip")
@@ -158,7 +162,7 @@ def test_s0_validation_images_in_one_flat_folder_predict_at_the_runs_accuracy(
     invoked = CliRunner().invoke(app, ["predict", str(result.folder), str(flat), "--out", str(out)])
 
     assert invoked.exit_code == 0, invoked.output
-    assert "README.txt" in invoked.stderr
+    assert "README.txt" not in out.read_text(encoding="utf-8")  # left out by its name
     rows = [row for row in read_rows(out.read_text(encoding="utf-8")) if not row["skipped"]]
     assert len(rows) == 150
     truth = [("cats" if Path(r["path"]).name.startswith("cat.") else "dogs") for r in rows]

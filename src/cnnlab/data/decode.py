@@ -23,6 +23,11 @@ Interpolation = Literal["nearest", "bilinear", "bicubic", "lanczos", "box", "ham
 _ALPHA_MODES = frozenset({"LA", "La", "PA", "RGBA", "RGBa"})
 # Integer modes hold 16-bit samples (PNG/TIFF); "I" is how 16-bit data often arrives from TIFF.
 _WIDE_INT_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N"})
+# The formats cnnlab decodes: Keras's and torchvision's image files (PPM covers PGM/PBM; JPEG's
+# opener also gives MPO, the JPEG a phone camera writes). Pillow's other plugins (FITS, PSD,
+# EPS, ...) are never tried: they can take seconds on a small file, and no one trains on them
+# unknowingly.
+SUPPORTED_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP", "PPM")
 
 
 @dataclass(frozen=True)
@@ -108,9 +113,11 @@ def _pillow_limits_ours() -> Iterator[None]:
 @contextlib.contextmanager
 def _open_loaded(data: bytes, max_pixels: int) -> Iterator[tuple[Image.Image, ImageInfo]]:
     try:
-        image = Image.open(io.BytesIO(data))
+        image = Image.open(io.BytesIO(data), formats=_openers())
     except UnidentifiedImageError as error:
-        raise DecodeError("not an image") from error
+        found = _other_format(data)
+        reason = f"unsupported image format {found}" if found else "not an image"
+        raise DecodeError(reason) from error
     except Exception as error:
         raise _load_failure(error) from error
     with image:
@@ -126,6 +133,22 @@ def _open_loaded(data: bytes, max_pixels: int) -> Iterator[tuple[Image.Image, Im
         except Exception as error:
             raise _load_failure(error) from error
         yield image, info
+
+
+def _openers() -> list[str]:
+    Image.init()  # a Pillow built without WebP has no opener for it
+    return [name for name in SUPPORTED_FORMATS if name in Image.OPEN]
+
+
+def _other_format(data: bytes) -> str | None:
+    """The unsupported format whose magic bytes `data` starts with, to name it; nothing parsed."""
+    Image.init()
+    for name in Image.ID:
+        accept = Image.OPEN[name][1]
+        with contextlib.suppress(Exception):  # a plugin's check on too few bytes
+            if name not in SUPPORTED_FORMATS and accept is not None and accept(data[:16]):
+                return name
+    return None
 
 
 def _load_failure(error: Exception) -> Exception:

@@ -10,6 +10,7 @@ from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from cnnlab.data.tree import shown
 from cnnlab.errors import DataError
 
 IMBALANCED = 1.5  # largest / smallest class: the report notes it
@@ -40,7 +41,7 @@ class HealthReport:
     classes: dict[str, int]  # usable images per class, all splits together
     splits: dict[str, dict[str, int]]  # usable images per class within each layout split
     skipped: list[dict[str, str]]  # {path, reason}
-    ignored: list[str]  # system and hidden entries, never samples
+    ignored: list[str]  # never samples: system and hidden entries, non-images by name (README)
     duplicates: list[dict[str, Any]]  # groups of identical files
     sizes: dict[str, int]  # "WxH" -> count, most common first
     modes: dict[str, int]
@@ -102,7 +103,7 @@ def build_report(
     empty = sorted(empty_folders) + sorted(all_labels - set(classes))
     counts = list(classes.values())
     report = HealthReport(
-        source=source,
+        source=shown(source),  # a path given on the command line may hold non-UTF-8 bytes
         classes=classes,
         splits={name: dict(sorted(splits[name].items())) for name in sorted(splits, key=_order)},
         skipped=[{"path": p, "reason": r} for p, r in skipped]

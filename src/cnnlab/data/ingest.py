@@ -7,10 +7,14 @@ GIL, so threads would use one core for small images).
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import multiprocessing
 import os
+import signal
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -24,6 +28,9 @@ from cnnlab.progress import progress_bar
 
 CHUNK = 64  # files per task: large enough to hide inter-process overhead, small for progress
 PARALLEL_FROM = 256  # below this many files a pool costs more than it saves
+
+PARENT_POLL_S = 1.0  # where workers cannot ask for a signal, how often they look for it
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>: a signal for this process when its parent dies
 
 PixelSink = Callable[[int, np.ndarray], None]
 # fork on Linux: workers start in milliseconds with the modules already imported; "spawn"
@@ -93,8 +100,31 @@ def _map(chunks: list[list[Entry]], options: DecodeOptions | None) -> Iterator[l
         yield from (_check_chunk(c, options) for c in chunks)
         return
     context = multiprocessing.get_context(_START_METHOD)
-    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+    with ProcessPoolExecutor(
+        workers, mp_context=context, initializer=_start_worker, initargs=(os.getpid(),)
+    ) as pool:
         yield from pool.map(_check_chunk, chunks, [options] * len(chunks))
+
+
+def _start_worker(parent: int) -> None:
+    """A worker ends with the process that started it, even one killed by SIGKILL or SIGBUS,
+    which run no cleanup: orphaned, it would wait for ever on a queue nobody writes to."""
+    if sys.platform == "linux":
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0:
+                if os.getppid() != parent:  # it died before prctl: no signal will come
+                    os._exit(1)
+                return
+        except (OSError, AttributeError):
+            pass  # no prctl (a libc without it): watch instead
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:  # an orphan gets a new parent (init or a subreaper)
+        time.sleep(PARENT_POLL_S)
+    os._exit(1)
 
 
 def _check_chunk(

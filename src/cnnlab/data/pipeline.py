@@ -10,16 +10,16 @@ from typing import TypeVar, cast
 
 import numpy as np
 
-from cnnlab.atomic import atomic_path
 from cnnlab.config import DataConfig
 from cnnlab.data.arrays import is_array_source, read_array_source
-from cnnlab.data.cache import DecodeCache, default_cache_root, fingerprint
+from cnnlab.data.cache import DecodeCache, cached_rows, default_cache_root, fingerprint, warn
 from cnnlab.data.decode import DecodeOptions
 from cnnlab.data.health import HealthReport, Sample, build_report
 from cnnlab.data.ingest import FileCheck, check_arrays, check_entries
 from cnnlab.data.pairs import paired_rows, target_config
-from cnnlab.data.sources import scan_files
+from cnnlab.data.sources import Entry, scan_files
 from cnnlab.data.split import assign_fold, assign_splits, manifest_csv, no_test_note
+from cnnlab.errors import DataError
 from cnnlab.runfiles import SPLIT_ORDER
 
 T = TypeVar("T")
@@ -90,28 +90,55 @@ def examine(cfg: DataConfig, options: DecodeOptions | None) -> Examined:
         kept = _per_class(scan.entries, lambda e: (e.split, e.label, e.path), cfg.max_per_class)
         scan.entries = [scan.entries[i] for i in kept]
     files_key = fingerprint([(e.path, e.stamp) for e in scan.entries])
-    cache = DecodeCache(default_cache_root(cfg.cache_dir), files_key)
+    cache = DecodeCache(default_cache_root(cfg.cache_dir), files_key, len(scan.entries))
     budget = cfg.ram_budget_mb * 2**20
     checks = cache.load_checks()
     pixels = cache.load_pixels(options, budget) if options else None
     if checks is None or (options is not None and pixels is None):
-        writer = cache.writer(options, len(scan.entries)) if options else None
-        try:
-            checks = check_entries(scan.entries, options, writer)
-        except BaseException:
-            if writer:
-                writer.abort()
-            raise
-        cache.save_checks(checks)
-        if writer:
-            writer.commit()
-            assert options is not None  # a writer exists only with decode options
-            pixels = cache.load_pixels(options, budget)
+        checks, pixels = _decode(scan.entries, cache, options, budget)
     samples = [
         _sample(e.path, e.label, e.split, c) for e, c in zip(scan.entries, checks, strict=True)
     ]
     report = build_report(cfg.source, samples, scan.skipped, scan.ignored, scan.empty_classes)
     return Examined(samples, report, pixels, files_key, cache.folder)
+
+
+def _decode(
+    entries: list[Entry], cache: DecodeCache, options: DecodeOptions | None, budget: int
+) -> tuple[list[FileCheck], np.ndarray | None]:
+    """Check (and with options decode) every file into the cache; where the cache folder
+    refuses them, the run goes on without it (in memory, with a warning)."""
+    writer = cache.writer(options, budget) if options else None
+    try:
+        checks = check_entries(entries, options, writer)
+    except BaseException:
+        if writer:
+            writer.abort()
+        raise
+    if writer is None or writer.memory is None:  # not when the folder already refused
+        try:
+            cache.save_checks(checks)
+        except OSError as error:
+            if writer is not None:
+                writer.give_up(error)  # pixels without their checks would never be used
+            else:
+                warn(
+                    f"the decode cache folder {cache.folder} cannot be written"
+                    f" ({error.strerror or error}); the next run checks the images again."
+                    " To cache them, set data.cache_dir to a writable folder"
+                )
+    if writer is None:
+        return checks, None
+    pixels = writer.commit()
+    if pixels is None and writer.published:
+        assert options is not None  # a writer exists only with decode options
+        pixels = cache.load_pixels(options, budget)
+        if pixels is None:
+            raise DataError(
+                f"data.cache_dir: the decode cache file {cache.pixels_path(options)} cannot be"
+                " read back just after it was written; set data.cache_dir to another folder"
+            )
+    return checks, pixels
 
 
 def _examine_arrays(cfg: DataConfig, options: DecodeOptions | None) -> Examined:
@@ -173,6 +200,7 @@ def load_data(cfg: DataConfig, seed: int) -> Data:
     if cfg.folds is not None:
         splits = assign_fold(samples, splits, cfg.folds, cfg.fold, seed)
     manifest = manifest_csv(samples, splits)
+    budget = cfg.ram_budget_mb * 2**20
     paired = examine(target_config(cfg), options) if cfg.targets is not None else None
     result: dict[str, Split] = {}
     for name in SPLIT_ORDER:
@@ -184,10 +212,10 @@ def load_data(cfg: DataConfig, seed: int) -> Data:
         targets = None
         if paired is not None:
             assert cfg.targets is not None
-            targets = _take(paired, paired_rows(paired, paths, cfg.source, cfg.targets))
+            targets = _take(paired, paired_rows(paired, paths, cfg.source, cfg.targets), budget)
         result[name] = Split(
             name=name,
-            images=_take(found, rows),
+            images=_take(found, rows, budget),
             labels=np.asarray([index_of[samples[k].label] for k in members], dtype=np.int64),
             paths=paths,
             classes=classes,
@@ -201,24 +229,12 @@ def load_data(cfg: DataConfig, seed: int) -> Data:
     return Data(result, classes, found.report, manifest, digest.hexdigest()[:24])
 
 
-def _take(found: Examined, rows: np.ndarray) -> np.ndarray:
+def _take(found: Examined, rows: np.ndarray, budget: int) -> np.ndarray:
     """The split's rows; a memory-mapped cache gives a memory-mapped split, never a RAM copy."""
     if not isinstance(found.pixels, np.memmap) or found.cache_folder is None:
         # load_data examines with decode options, so the pixels are there
         return np.ascontiguousarray(cast(np.ndarray, found.pixels)[rows])
-    key = hashlib.sha256(rows.tobytes()).hexdigest()[:16]
-    name = Path(cast(str, found.pixels.filename)).stem  # a memmap opened from a file has its name
-    path = found.cache_folder / f"rows-{name}-{key}.npy"
-    if not path.is_file():
-        with atomic_path(path) as temp:
-            out = np.lib.format.open_memmap(
-                temp, "w+", np.uint8, (len(rows), *found.pixels.shape[1:])
-            )
-            for start in range(0, len(rows), 1024):  # bounded memory per copy
-                out[start : start + 1024] = found.pixels[rows[start : start + 1024]]
-            out.flush()
-            del out
-    return np.load(path, mmap_mode="r", allow_pickle=False)
+    return cached_rows(found.cache_folder, found.pixels, rows, budget)
 
 
 def _natural(name: str) -> tuple:

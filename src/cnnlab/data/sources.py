@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from cnnlab.data.tree import Tree, TreeFile, open_tree
+from cnnlab.data.tree import Tree, TreeFile, open_tree, shown
 from cnnlab.errors import DataError
 
 SPLIT_NAMES = {
@@ -51,7 +51,8 @@ class Entry:
 class Scan:
     entries: list[Entry] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
-    ignored: list[str] = field(default_factory=list)  # system and hidden entries
+    # system and hidden entries, and files that are not images by name (README.md, notes.txt)
+    ignored: list[str] = field(default_factory=list)
     empty_classes: list[str] = field(default_factory=list)  # class folders with no files
 
 
@@ -72,9 +73,7 @@ def scan_files(
     except FileNotFoundError as err:
         raise DataError(f"data.source: {err}") from None
     scan = Scan()
-    files, ignored = tree.files()
-    scan.ignored += [tree.display(p) for p in ignored]
-    parts = _find_parts(tree, files, "", None, scan)
+    parts = _find_parts(tree, _listed(tree, scan), "", None, scan)
     csv_labels = _read_labels_csv(labels_csv) if labels_csv else None
     listed: set[str] = set()
     for part in parts:
@@ -88,6 +87,14 @@ def scan_files(
         for path in sorted(set(csv_labels) - listed):
             scan.skipped.append((path, f"listed in {labels_csv} but not found in the source"))
     return scan
+
+
+def _listed(tree: Tree, scan: Scan) -> list[TreeFile]:
+    """The tree's files that can be samples; the others named as skipped or ignored."""
+    files, ignored = tree.files()
+    scan.ignored += [tree.display(p) for p in ignored]
+    scan.skipped += [(tree.display(f.inner), f.problem) for f in files if f.problem is not None]
+    return [f for f in files if f.problem is None]
 
 
 def _level(files: Iterable[TreeFile], prefix: str) -> tuple[list[str], list[TreeFile]]:
@@ -143,10 +150,8 @@ def _split_parts(tree, files, prefix, split_dirs, split_zips, scan) -> list[Part
         parts += _find_parts(tree, _under(files, inside), inside, SPLIT_NAMES[name.lower()], scan)
     for archive in split_zips:
         zip_tree = open_tree(Path(tree.location) / archive.inner)
-        zip_files, ignored = zip_tree.files()
-        scan.ignored += [zip_tree.display(p) for p in ignored]
         split = SPLIT_NAMES[PurePosixPath(archive.inner).stem.lower()]
-        parts += _find_parts(zip_tree, zip_files, "", split, scan)
+        parts += _find_parts(zip_tree, _listed(zip_tree, scan), "", split, scan)
     used = {prefix + d + "/" for d in split_dirs} | {z.inner for z in split_zips}
     for f in _data_files(_under(files, prefix)):
         if f.inner not in used and not any(f.inner.startswith(u) for u in used if u.endswith("/")):
@@ -168,7 +173,7 @@ def _label_by_folder(part: Part, scan: Scan) -> None:
         inside = part.prefix + label + "/"
         members = [f for f in part.files if f.inner.startswith(inside) and not f.is_empty_folder]
         for f in members:
-            scan.entries.append(Entry(part.tree, f.inner, f.stamp, label, part.split))
+            scan.entries.append(Entry(part.tree, f.inner, f.stamp, shown(label), part.split))
         if not members:
             scan.empty_classes.append(part.tree.display(inside))
 
@@ -182,7 +187,7 @@ def _label_by_pattern(part: Part, pattern: re.Pattern[str], scan: Scan) -> None:
             continue
         groups = match.groupdict()
         label = groups.get("label") or (match.group(1) if match.re.groups else match.group(0))
-        scan.entries.append(Entry(part.tree, f.inner, f.stamp, label, part.split))
+        scan.entries.append(Entry(part.tree, f.inner, f.stamp, shown(label), part.split))
 
 
 def _read_labels_csv(path: str) -> dict[str, tuple[str, str | None]]:

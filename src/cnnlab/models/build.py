@@ -86,7 +86,14 @@ def build_layers(
     shapes: list[Shape] = []
     for spec, layer_name in zip(specs, _layer_names(specs), strict=True):
         _check_declared_input(spec, shape)
+        _check_weight_count(spec, shape)
         module, out = BUILDERS[spec.kind](spec.args, shape, spec.where)
+        if math.prod(out) > LARGEST_OUTPUT:
+            raise ConfigError(
+                f"{spec.where}: output shape {out} holds {math.prod(out):,} values per image, "
+                f"more than the {LARGEST_OUTPUT:,} a layer may give; use a smaller size, fewer "
+                "filters or smaller images (data.target_size)"
+            )
         if any(size < 1 for size in out):
             raise ConfigError(
                 f"{spec.where}: output shape {out} has no pixels left (input {shape}); use "
@@ -150,6 +157,29 @@ def _layer_names(specs: list[LayerSpec]) -> list[str]:
         taken.add(candidate)
         names.append(candidate)
     return names
+
+
+# Sizes no network of this field comes near (VGG16's largest layer: 103 M weights; its largest
+# output: 3.2 M values), refused before any tensor is allocated: past them a typo such as
+# `units: 1000000000000` asks PyTorch for terabytes, or overflows its integer sizes.
+LARGEST_LAYER_WEIGHTS = 2**31  # 8 GiB of float32 in one layer
+LARGEST_OUTPUT = 2**28  # values in one image's output of a layer: 1 GiB of float32
+
+
+def _check_weight_count(spec: LayerSpec, shape: Shape) -> None:
+    a = spec.args
+    if spec.kind == "Dense":
+        weights = shape[-1] * a["units"]
+    elif spec.kind == "Conv2D":
+        weights = math.prod(a["kernel_size"]) * shape[-1] * a["filters"]
+    else:
+        return
+    if weights > LARGEST_LAYER_WEIGHTS:
+        raise ConfigError(
+            f"{spec.where}: {weights:,} weights (input {shape}) is more than the "
+            f"{LARGEST_LAYER_WEIGHTS:,} one layer may hold; use fewer units or filters, or a "
+            "smaller input (a pooling layer before it, or a smaller data.target_size)"
+        )
 
 
 def _check_declared_input(spec: LayerSpec, shape: Shape) -> None:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from cnnlab.data.tree import searched
 from cnnlab.errors import ConfigError
 from cnnlab.preprocessing import Preprocessing
 from cnnlab.registry import Registry
@@ -90,16 +91,20 @@ SOURCES.register("efficientnet-lite0")(
 def read_state_dict(path: Path) -> StateDict:
     """Tensors of a .safetensors file or a PyTorch state dict, never unpickling code."""
     if not path.is_file():
-        raise ConfigError(f"model.weights: {path} does not exist; give the path of a weights file")
+        raise ConfigError(
+            f"model.weights: {path} does not exist{searched(Path(path))}; give the path of a "
+            "weights file"
+        )
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
         try:
-            return load_file(str(path))
+            state = load_file(str(path))
         except Exception as err:  # safetensors raises its own error types
             raise ConfigError(
                 f"model.weights: {path} is not a readable safetensors file ({err})"
             ) from None
+        return _finite(state, path)
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
@@ -114,7 +119,22 @@ def read_state_dict(path: Path) -> StateDict:
             f"model.weights: {path} is not a weights file (neither .safetensors nor a PyTorch "
             f"state dict: {type(err).__name__}: {err}); give a .safetensors, .pt or .pth file"
         ) from None
-    return _tensors(loaded, path)
+    return _finite(_tensors(loaded, path), path)
+
+
+def _finite(state: StateDict, path: Path) -> StateDict:
+    """`state`, unless a tensor holds nan or inf: such weights (saved from a diverged run)
+    would train or predict nan from the first step, so the file is refused naming the first."""
+    for name, tensor in state.items():
+        if tensor.is_floating_point() or tensor.is_complex():
+            bad = int((~torch.isfinite(tensor)).sum())
+            if bad:
+                raise ConfigError(
+                    f"model.weights: {path} holds non-finite values (nan or inf): tensor {name} "
+                    f"has {bad:,} of {tensor.numel():,}; these weights diverged where they were "
+                    "made: use an earlier checkpoint or other weights"
+                )
+    return state
 
 
 def _tensors(loaded: object, path: Path) -> StateDict:

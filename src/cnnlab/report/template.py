@@ -84,7 +84,9 @@ TEMPLATE = """<!DOCTYPE html>
     <div><span class="big">{{ headline.loss }}</span>
       <span class="label">{{ headline.split }} loss</span></div>
   </div>
-  {% if headline.caution %}<div class="warnings" id="no-test-split">{{ headline.caution }}</div>{% endif %}
+  {% if headline.caution %}
+  <div class="warnings" id="no-test-split">{{ headline.caution }}</div>
+  {% endif %}
   {% else %}
   <p class="hint">No final metrics were recorded (metrics.json is missing or empty).</p>
   {% endif %}

@@ -413,10 +413,10 @@ def stages_table(run: RunFiles) -> list[dict[str, str]]:
     last_epoch = max((int(e) for e in run.history.get("epoch", []) if _finite(e)), default=None)
     rows = []
     for k, stage in enumerate(stages):
-        first = stage.get("first_epoch")
-        following = stages[k + 1].get("first_epoch") if k + 1 < len(stages) else None
-        last = int(following) - 1 if _finite(following) else last_epoch
-        if not _finite(first):
+        first = _whole(stage.get("first_epoch"))
+        following = _whole(stages[k + 1].get("first_epoch")) if k + 1 < len(stages) else None
+        last = following - 1 if following is not None else last_epoch
+        if first is None:
             ran = ""
         elif last is not None and last > first:
             ran = f"epochs {first}-{last}"
@@ -438,6 +438,10 @@ def stages_table(run: RunFiles) -> list[dict[str, str]]:
             }
         )
     return rows
+
+
+def _whole(value: Any) -> int | None:
+    return int(value) if _finite(value) else None
 
 
 def run_info(run: RunFiles) -> dict[str, list[tuple[str, str]]]:

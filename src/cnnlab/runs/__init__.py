@@ -8,6 +8,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from cnnlab import runfiles
 from cnnlab.config import Experiment
 from cnnlab.config_io import load_experiment
 from cnnlab.errors import CnnlabError, ConfigError, RunInterrupted
@@ -17,6 +18,7 @@ from cnnlab.runs.finished import FinishedRun
 from cnnlab.runs.folder import RunFolder
 from cnnlab.runs.kinds import KINDS, kind_of
 from cnnlab.runs.skeleton import RunResult
+from cnnlab.track import tracked
 from cnnlab.train.callbacks import Callback
 
 __all__ = ["FinishedRun", "RunFolder", "RunResult", "load_run", "run", "run_experiment"]
@@ -61,6 +63,27 @@ def run(
         out = RunFolder.create(parent, name)
     channel = Console(quiet=True) if quiet else (console or Console())
     channel.print(f"Run folder: {out.path}", highlight=False)
+    if out.done:  # read only: a finished run may be in a read-only archive
+        return already_finished(out, channel)
+    with out.locked():  # one process at a time: a second --resume is refused (exit 2)
+        return _run_locked(cfg, out, resume, callbacks, quiet, channel)
+
+
+def _run_locked(
+    cfg: Experiment,
+    out: RunFolder,
+    resume: bool,
+    callbacks: Sequence[Callback],
+    quiet: bool,
+    channel: Console,
+) -> RunResult:
+    removed = out.remove_temporary()  # a killed process's half-written files
+    if removed:
+        files = "1 file" if len(removed) == 1 else f"{len(removed)} files"
+        channel.print(
+            f"removed {files} a killed run left half-written: {', '.join(removed)}",
+            highlight=False,
+        )
     restarted = resume and not out.started_training and not out.finished
     if restarted:  # killed before its first checkpoint: nothing to continue from
         out.restart()
@@ -70,16 +93,37 @@ def run(
             highlight=False,
         )
     try:
-        with silenced(quiet):
-            return run_experiment(
-                cfg, out, resume=resume and not restarted, callbacks=callbacks, console=channel
+        # tracking.mlflow: the store is checked and the params logged here, before any data
+        with silenced(quiet), tracked(cfg, out.path, resume, channel) as tracker:
+            result = run_experiment(
+                cfg,
+                out,
+                resume=resume and not restarted,
+                callbacks=[*callbacks, *tracker.callbacks],
+                console=channel,
             )
-    except CnnlabError:
+            tracker.finish(result.metrics)  # the split metrics and the run's files
+            return result
+    except (CnnlabError, OSError):  # OSError: a full or read-only disk (the CLI says which)
         if not resume:
             out.discard_unstarted()
         raise
     except KeyboardInterrupt:  # Ctrl-C: the folder stays, to be continued with --resume
         raise RunInterrupted(str(out.path), checkpointed_epoch(out)) from None
+
+
+def already_finished(out: RunFolder, channel: Console) -> RunResult:
+    """--resume of a run that ran to its end (a kill after it finished, a second call): its
+    results as they are, nothing rewritten."""
+    report = out.file(runfiles.REPORT)
+    channel.print(
+        f"--resume: {out.path} is finished (see {report.name}); nothing to resume. To train "
+        "it on, resume with more epochs (--set train.epochs=N); to evaluate it again, "
+        "`cnnlab evaluate RUN`",
+        highlight=False,
+    )
+    finished = FinishedRun.open(out.path)  # its files, read strictly
+    return RunResult(out.path, finished.metrics, finished.manifest, report)
 
 
 def checkpointed_epoch(folder: RunFolder) -> int:

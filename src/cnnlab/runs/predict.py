@@ -185,8 +185,17 @@ def prediction(name: str, row: np.ndarray, classes: list[str], top_k: int) -> Pr
 
 # --- where the images come from -------------------------------------------------------------
 
-# (display name, encoded bytes) or (display name, a decoded HWC/HW array)
-Source = tuple[str, bytes | np.ndarray]
+
+@dataclass(frozen=True)
+class Unreadable:
+    """An entry the listing or the read refused (a broken symlink, a zip bomb, ...): skipped,
+    with its reason, like a file that does not decode."""
+
+    reason: str
+
+
+# (display name, encoded bytes), (display name, a decoded HWC/HW array) or an entry refused
+Source = tuple[str, bytes | np.ndarray | Unreadable]
 
 
 def gather(inputs: Input | Iterable[Input]) -> Iterator[Source]:
@@ -213,8 +222,14 @@ def _files(path: Path) -> Iterator[Source]:
     tree = open_tree(path)  # a folder, or a .zip read in place
     files, _ignored = tree.files()
     for entry in sorted(files, key=lambda f: f.inner):
-        if not entry.is_empty_folder:
-            yield tree.display(entry.inner), tree.read(entry.inner)
+        if entry.problem is not None:
+            yield tree.display(entry.inner), Unreadable(entry.problem)
+        elif not entry.is_empty_folder:
+            try:
+                content: bytes | Unreadable = tree.read(entry.inner)
+            except OSError as error:  # a member that fails its CRC, a file gone meanwhile
+                content = Unreadable(f"cannot be read ({error})")
+            yield tree.display(entry.inner), content
 
 
 def decode_all(
@@ -222,6 +237,9 @@ def decode_all(
 ) -> tuple[list[str], list[np.ndarray]]:
     names, images = [], []
     for name, content in sources:
+        if isinstance(content, Unreadable):
+            skipped.append((name, content.reason))
+            continue
         try:
             if isinstance(content, np.ndarray):
                 pixels = convert_array(content, options)

@@ -10,6 +10,7 @@ from typing import Any, cast
 import numpy as np
 import torch
 from rich.console import Console
+from rich.markup import escape
 
 from cnnlab import runfiles
 from cnnlab.augment.pipeline import EvalTransform, TrainTransform, build_transforms
@@ -82,7 +83,8 @@ def run_trained(
     """Train and evaluate `cfg` into `folder`; `callbacks` join the run's own in every stage."""
     assert cfg.model is not None  # the caller's check (a run needs a model)
     # a resumed run's checkpoint first: unreadable, it stops the run before any file is rewritten
-    saved = load_state(folder.path) if resume else None
+    # (a damaged last.pt falls back to previous.pt, with a warning naming it)
+    saved = load_state(folder.path, lambda note: warn(console, note)) if resume else None
     run = begin(cfg, folder, console, data_config(cfg))
     data, device = run.data, run.device
     reconstructs = cfg.task == "reconstruction"
@@ -176,6 +178,10 @@ def run_trained(
     interpret_trained(run, base, predicted)  # report.interpret: embedding, Grad-CAM
     augment = cast("TrainTransform | None", base.augment)  # make_trainee's (build_transforms)
     return finish(run, metrics, predicted, model_manifest(cfg, model), augment, **details)
+
+
+def warn(console: Console, note: str) -> None:
+    console.print(f"[yellow]warning:[/] {escape(note)}", highlight=False)  # paths may hold [
 
 
 def network_input(cfg: Experiment, image_shape: tuple[int, int, int]) -> tuple[int, int, int]:

@@ -23,7 +23,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Literal
 
-from cnnlab import runfiles
+from cnnlab import runfiles, track
 from cnnlab.atomic import write_text
 from cnnlab.config import Experiment
 from cnnlab.config_io import read_yaml, validate
@@ -118,7 +118,8 @@ def run_one(planned: Planned, state: State) -> Outcome:
     if state == "new" and planned.folder.exists():
         shutil.rmtree(planned.folder)  # a start that never finished an epoch: data files only
     try:
-        run(planned.experiment, planned.folder, resume=resume, quiet=True)
+        with track.child(cell=planned.cell, seed=planned.seed):  # tags of a tracked study's run
+            run(planned.experiment, planned.folder, resume=resume, quiet=True)
     except CnnlabError as err:
         return Outcome(planned, "failed", time.perf_counter() - clock, str(err))
     except Exception as err:  # a bug or an out-of-memory: keep the trace beside the run
@@ -140,6 +141,7 @@ def _portable(planned: Planned) -> dict[str, Any]:
         "seed": planned.seed,
         "folder": str(planned.folder),
         "experiment": planned.experiment.model_dump(mode="json"),
+        "tracking_parent": track.current(),  # the study's MLflow run, for the worker's runs
     }
 
 
@@ -152,5 +154,6 @@ def _worker_threads(threads: int) -> None:
 def _run_in_worker(portable: dict[str, Any], state: State) -> tuple[Status, float, str | None]:
     experiment = Experiment.model_validate(portable["experiment"])
     planned = Planned(portable["cell"], portable["seed"], Path(portable["folder"]), experiment)
-    outcome = run_one(planned, state)
+    with track.within(portable["tracking_parent"]):
+        outcome = run_one(planned, state)
     return outcome.status, outcome.seconds, outcome.error

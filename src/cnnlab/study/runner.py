@@ -15,7 +15,8 @@ from typing import Any
 
 from rich.console import Console
 
-from cnnlab import runfiles
+from cnnlab import runfiles, track
+from cnnlab.config import MlflowConfig
 from cnnlab.errors import CnnlabError, ConfigError
 from cnnlab.runs.evaluation import EvaluationSpec, evaluate_run, find_evaluation
 from cnnlab.study.collect import read_records, scores_of, study_record
@@ -48,6 +49,19 @@ def run_study(
     say = console or Console(quiet=True)
     session = _Session(study, jobs or study.spec.jobs, say)
     say.print(f"Study folder: {study.folder}", highlight=False)
+    # tracking.mlflow: one MLflow run for the study, each cell's run nested under it
+    described = {"study": study.spec.model_dump(mode="json", exclude={"experiment"})}
+    with track.parent(_tracking(study), study.name, study.folder, say, described) as parent:
+        record = _run_all(study, session)
+        files = write_study(record, study.folder)
+        if parent is not None:
+            parent.log_metrics({"failures": len(record["failures"])}, step=0)
+            parent.log_artifacts(files)
+    return StudyResult(study.folder, record, files)
+
+
+def _run_all(study: Study, session: _Session) -> dict[str, Any]:
+    """The study's runs, ensembles and evaluations, as study.json records them."""
     if study.spec.ladder is not None:
         check_steps(study)
         cells, ladder = climb(study.spec.ladder, {}, session.run_cells)
@@ -60,7 +74,13 @@ def run_study(
     rows = [(c.name, c.overrides) for c in cells] + ensemble_rows(study, cells)
     record = study_record(study, rows, records, ladder)
     record["failures"] += session.problems
-    return StudyResult(study.folder, record, write_study(record, study.folder))
+    return record
+
+
+def _tracking(study: Study) -> MlflowConfig | None:
+    """The study's tracking.mlflow: its experiment's (with --set), which every cell shares."""
+    experiment = study.experiment(study.cells()[0], study.spec.seeds[0])
+    return experiment.tracking.mlflow if experiment.tracking is not None else None
 
 
 def write_study(record: dict[str, Any], folder: Path) -> list[Path]:

@@ -21,10 +21,17 @@ from cnnlab.train.callbacks import Callback, TrainState
 
 class NonFiniteLoss(CnnlabError):
     def __init__(self, epoch: int, step: int):
+        # --resume only where a checkpoint exists: the one of the epoch before (every completed
+        # epoch leaves one), which continues with more epochs or on another device
+        kept = (
+            f"; epoch {epoch - 1}'s checkpoint is kept, which --resume continues from"
+            if epoch > 1
+            else ""
+        )
         super().__init__(
             f"the training loss became non-finite (nan or inf) at epoch {epoch}, step {step}; "
-            "the run stopped. Lower train.optimizer.lr, check the data scaling (augment.rescale), "
-            "or resume from the last good epoch with --resume"
+            "the run stopped. Lower train.optimizer.lr or check the data scaling "
+            f"(augment.rescale) and start a new run{kept}"
         )
 
 
@@ -91,6 +98,8 @@ def fit(
             trainee.schedule = average.schedule(epoch, optimizer, trainee.schedule, steps)
         with progress_bar(f"Epoch {epoch + 1}/{epochs}", total=steps) as advance:
             trained = train_epoch(trainee, train.epoch(epoch, steps_per_epoch), epoch, advance)
+        # the lr of the epoch's last step; the schedule has moved on to the next epoch's since
+        lr = trained.pop("lr", optimizer.param_groups[0]["lr"])
         if average is not None:
             average.end_epoch(trainee.model, epoch)
         logs = {"epoch": epoch + 1, **trained}
@@ -98,10 +107,7 @@ def fit(
             checked = infer(trainee.validated, val, trainee.task, trainee.preprocess)
             logs["val_loss"] = checked.loss
             logs |= {f"val_{name}": value for name, value in checked.stats.items()}
-        logs |= {
-            "lr": optimizer.param_groups[0]["lr"],
-            "seconds": time.perf_counter() - started,
-        }
+        logs |= {"lr": lr, "seconds": time.perf_counter() - started}
         state.epoch = epoch + 1
         state.history.append(logs)
         for callback in callbacks:
@@ -144,6 +150,7 @@ def train_epoch(trainee: Trainee, batches, epoch: int, advance: Advance) -> dict
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        lr = optimizer.param_groups[0]["lr"]  # a Python float: no wait for the device
         schedule.step()
         if trainee.average is not None:
             trainee.average.after_step(model)
@@ -162,4 +169,5 @@ def train_epoch(trainee: Trainee, batches, epoch: int, advance: Advance) -> dict
     return {
         "loss": loss_sum / count,
         **{n: s / count for n, s in zip(task.stat_names, sums, strict=True)},
+        "lr": lr,
     }
