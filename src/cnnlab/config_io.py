@@ -7,6 +7,7 @@ Every message names the dotted key and says how to fix it, e.g.
 
 from __future__ import annotations
 
+import copy
 import difflib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -204,6 +205,30 @@ def parse_override(item: str) -> tuple[str, Any]:
     if depth(value) > MAX_DEPTH:
         raise ConfigError(f"--set {key}: the value is nested too deeply to be a setting")
     return key, value
+
+
+def base_experiment(path: Path, experiment: str | dict[str, Any], what: str) -> dict[str, Any]:
+    """The experiment a study or sweep file builds on: given inline, or a file beside `path`
+    (first) or in the current folder."""
+    if isinstance(experiment, dict):
+        return copy.deepcopy(experiment)
+    beside, given = path.parent / experiment, Path(experiment)
+    found = beside if beside.is_file() else given
+    if not found.is_file():
+        raise ConfigError(
+            f"{path}: experiment: {experiment}: no such file (looked beside the {what} file "
+            "and in the current folder)"
+        )
+    return read_yaml(found)
+
+
+def set_dotted_at(raw: dict[str, Any], key: str, value: Any, where: str) -> None:
+    """set_dotted with a copy of `value` (a study's or sweep's value serves many runs), its
+    errors prefixed by `where` (the file and the cell, or --set)."""
+    try:
+        set_dotted(raw, key, copy.deepcopy(value))
+    except ConfigError as err:
+        raise ConfigError(f"{where}: {err}") from None
 
 
 def set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:

@@ -16,7 +16,7 @@ from optuna.trial import TrialState
 
 
 def test_ctrl_c_records_the_trial_writes_the_report_and_exits_130(tmp_path, sweep_file):
-    slow = {"train.epochs": 8, "train.steps_per_epoch": 40, "train.optimizer.name": "sgd",
+    slow = {"train.epochs": 30, "train.steps_per_epoch": 40, "train.optimizer.name": "sgd",
             "train.optimizer.momentum": 0.9, "evaluate.test": False}  # fmt: skip
     path = sweep_file(tmp_path, name="stopped", trials=3, set=slow)
     env = {**os.environ, "CNNLAB_CACHE": str(tmp_path / "cache")}

@@ -12,7 +12,7 @@ import sys
 import optuna
 from optuna.trial import TrialState
 
-TRIALS = 4
+TRIALS = 6
 
 
 def test_two_workers_sharing_postgresql_finish_each_trial_exactly_once(

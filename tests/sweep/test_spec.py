@@ -118,7 +118,7 @@ def test_a_missing_base_experiment_says_paths_are_relative_to_the_current_folder
     tmp_path, sweep_file
 ):
     message = refused(sweep_file(tmp_path, experiment="nowhere.yaml"))
-    assert "experiment: nowhere.yaml: no such file (relative to the current folder" in message
+    assert "experiment: nowhere.yaml: no such file (looked beside the sweep file" in message
 
 
 def test_an_experiment_that_trains_no_network_is_refused(tmp_path, sweep_file):

@@ -35,7 +35,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativeInt, PositiveInt
 
 from cnnlab.config import Experiment
-from cnnlab.config_io import parse_override, read_yaml, set_dotted, validate
+from cnnlab.config_io import base_experiment, parse_override, read_yaml, set_dotted_at, validate
 from cnnlab.errors import ConfigError
 
 BASELINE = "baseline"  # a ladder's first cell: the experiment as the file gives it
@@ -154,9 +154,9 @@ class Study:
     def experiment(self, cell: Cell, seed: int) -> Experiment:
         raw = copy.deepcopy(self.base)
         for key, value in cell.overrides.items():
-            _set(raw, key, value, f"{self.path}: cell {cell.name}")
+            set_dotted_at(raw, key, value, f"{self.path}: cell {cell.name}")
         for key, value in self.forced:
-            _set(raw, key, value, "--set")
+            set_dotted_at(raw, key, value, "--set")
         raw["seed"] = seed
         return validate(raw, Experiment, source=f"{self.path}: cell {cell.name}, seed {seed}")
 
@@ -176,13 +176,13 @@ def load_study(path: str | Path, overrides: list[str] | None = None) -> Study:
             f"{path}: nothing to compare: add matrix:, variants:, ladder: or several seeds"
         )
     _unique([str(s) for s in spec.seeds], what="seeds")
-    base = _base_experiment(path, spec)
+    base = base_experiment(path, spec.experiment, "study")
     for key, value in spec.set.items():
-        _set(base, key, value, f"{path}: set")
+        set_dotted_at(base, key, value, f"{path}: set")
     forced = tuple(parse_override(item) for item in overrides or [])
     forced_base = copy.deepcopy(base)
     for key, value in forced:
-        _set(forced_base, key, value, "--set")
+        set_dotted_at(forced_base, key, value, "--set")
     checked = validate(forced_base, Experiment, source=f"{path}: experiment")
     name = spec.name or path.stem
     return _check_ensemble(Study(name, path, spec, base, checked.output.dir / name, forced))
@@ -204,26 +204,6 @@ def _check_ensemble(study: Study) -> Study:
     if ensemble.over == "cells" and "ensemble" in names:
         raise ConfigError(f"{path}: a cell is named ensemble, as the ensemble's row is; rename it")
     return study
-
-
-def _base_experiment(path: Path, spec: StudyFile) -> dict[str, Any]:
-    if isinstance(spec.experiment, dict):
-        return copy.deepcopy(spec.experiment)
-    beside, given = path.parent / spec.experiment, Path(spec.experiment)
-    found = beside if beside.is_file() else given
-    if not found.is_file():
-        raise ConfigError(
-            f"{path}: experiment: {spec.experiment}: no such file (looked beside the study file "
-            "and in the current folder)"
-        )
-    return read_yaml(found)
-
-
-def _set(raw: dict[str, Any], key: str, value: Any, where: str) -> None:
-    try:
-        set_dotted(raw, key, copy.deepcopy(value))
-    except ConfigError as err:
-        raise ConfigError(f"{where}: {err}") from None
 
 
 def _label(key: str, value: Any, values: list[Any]) -> str:

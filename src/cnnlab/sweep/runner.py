@@ -9,12 +9,14 @@ written again. Several invocations (on several machines) with one `--storage` sh
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
+from cnnlab import track
+from cnnlab.config import MlflowConfig
 from cnnlab.runfiles import write_json
 from cnnlab.sweep.collect import SWEEP_JSON, collect
 from cnnlab.sweep.figures import figures
@@ -45,11 +47,7 @@ class SweepResult:
     files: list[Path]
     best: dict[str, Any] | None  # the best trial's row of sweep.json
     counts: dict[str, int]
-    problems: list[str] = field(default_factory=list)  # workers that died, too many failures
-
-    @property
-    def complete(self) -> bool:
-        return not self.problems
+    problems: list[str] = field(default_factory=list)  # workers that died, trials that kept failing
 
 
 def run_sweep(
@@ -97,12 +95,20 @@ def _run_sweep(
         highlight=False,
         markup=False,
     )
-    try:
-        problems = run_workers(sweep, plan, workers or sweep.spec.workers, console)
-    except KeyboardInterrupt:
-        write_report(sweep, study, plan)
-        raise SweepInterrupted(sweep.folder, counts(study).finished, plan.trials) from None
-    files, found = write_report(sweep, study, plan)
+    # tracking.mlflow: one MLflow run for the sweep, each trial's run nested under it
+    with track.parent(_tracking(sweep), sweep.name, sweep.folder, console, kind="sweep") as run:
+        plan = replace(plan, tracking=track.current())
+        try:
+            problems = run_workers(sweep, plan, workers or sweep.spec.workers, console)
+        except KeyboardInterrupt:
+            write_report(sweep, study, plan)
+            raise SweepInterrupted(sweep.folder, counts(study).finished, plan.trials) from None
+        files, found = write_report(sweep, study, plan)
+        if run is not None:
+            best = found["best"]
+            if best is not None and best.get("value") is not None:
+                run.log_metrics({f"best_{sweep.spec.metric}": float(best["value"])}, step=0)
+            run.log_artifacts(files)
     after = counts(study)
     if after.streak >= FAILURE_STREAK and after.finished < plan.trials:
         last = next(
@@ -114,6 +120,12 @@ def _run_sweep(
             "space or the experiment (see sweep.html), then run the sweep again"
         )
     return SweepResult(sweep.folder, files, found["best"], found["counts"], problems)
+
+
+def _tracking(sweep: Sweep) -> MlflowConfig | None:
+    """The base experiment's tracking.mlflow, which every trial shares."""
+    experiment = sweep.experiment({}, "experiment")
+    return experiment.tracking.mlflow if experiment.tracking is not None else None
 
 
 def write_report(sweep: Sweep, study: Any, plan: Plan) -> tuple[list[Path], dict[str, Any]]:

@@ -3,7 +3,7 @@ against the Experiment schema, and the base experiment at every bound of the spa
 
 ```yaml
 name: digits_lr                      # the study's name in the storage (default: the file's)
-experiment: examples/digits_basenet.yaml   # the base (relative to the current folder), or a mapping
+experiment: digits_basenet.yaml      # the base (beside this file, else the current folder), or a mapping
 set: {train.epochs: 5}               # overrides of every trial
 space:                               # what each trial samples, over dotted keys
   train.optimizer.lr: {type: float, low: 1.0e-4, high: 0.1, log: true}
@@ -38,7 +38,7 @@ from pydantic import (
 )
 
 from cnnlab.config import TASK_MONITORS, Experiment
-from cnnlab.config_io import read_yaml, set_dotted, validate
+from cnnlab.config_io import base_experiment, read_yaml, set_dotted_at, validate
 from cnnlab.errors import ConfigError
 from cnnlab.sweep.keys import key_problem
 
@@ -168,7 +168,7 @@ class Sweep:
         """The base experiment with a trial's (or a bound's) values at their dotted keys."""
         raw = copy.deepcopy(self.base)
         for key, value in params.items():
-            _set(raw, key, value, f"{self.path}: {where}")
+            set_dotted_at(raw, key, value, f"{self.path}: {where}")
         return validate(raw, Experiment, source=f"{self.path}: {where}")
 
     def trial_folder(self, number: int) -> Path:
@@ -184,9 +184,9 @@ def load_sweep(path: str | Path) -> Sweep:
     """The sweep in `path`, every check done: nothing has run when this raises ConfigError."""
     path = Path(path)
     spec = validate(read_yaml(path), SweepFile, source=str(path))
-    base = _base_experiment(path, spec)
+    base = base_experiment(path, spec.experiment, "sweep")
     for key, value in spec.set.items():
-        _set(base, key, value, f"{path}: set")
+        set_dotted_at(base, key, value, f"{path}: set")
     checked = validate(copy.deepcopy(base), Experiment, source=f"{path}: experiment")
     _check_trainable(path, checked)
     direction: Direction = spec.direction or (
@@ -209,18 +209,6 @@ def load_sweep(path: str | Path) -> Sweep:
     return sweep
 
 
-def _base_experiment(path: Path, spec: SweepFile) -> dict[str, Any]:
-    if isinstance(spec.experiment, dict):
-        return copy.deepcopy(spec.experiment)
-    found = Path(spec.experiment)
-    if not found.is_file():
-        raise ConfigError(
-            f"{path}: experiment: {spec.experiment}: no such file (relative to the current "
-            "folder, as every cnnlab path; or give the experiment inline as a mapping)"
-        )
-    return read_yaml(found)
-
-
 def _check_trainable(path: Path, experiment: Experiment) -> None:
     if experiment.model is None or experiment.classifier or experiment.ensemble:
         raise ConfigError(
@@ -238,10 +226,3 @@ def _check_metric(path: Path, metric: str, experiment: Experiment) -> None:
         f"{path}: metric: {metric} is not a validation value task {experiment.task} logs each "
         f"epoch; use one of {', '.join(logged)}" + (held_out if metric.startswith("test") else "")
     )
-
-
-def _set(raw: dict[str, Any], key: str, value: Any, where: str) -> None:
-    try:
-        set_dotted(raw, key, copy.deepcopy(value))
-    except ConfigError as err:
-        raise ConfigError(f"{where}: {err}") from None

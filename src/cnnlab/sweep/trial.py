@@ -12,10 +12,11 @@ import math
 import socket
 import time
 import traceback
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from rich.console import Console
 
+from cnnlab import track
 from cnnlab.atomic import write_text
 from cnnlab.config import Experiment
 from cnnlab.errors import CnnlabError, ConfigError, RunInterrupted
@@ -98,7 +99,8 @@ def run_trial(sweep: Sweep, trial: optuna.Trial, console: Console) -> float:
         reporter = ReportToTrial(
             trial, sweep.spec.metric, sweep.spec.pruner.name, epochs_of(experiment)
         )
-        result = run(experiment, folder, callbacks=[reporter], quiet=True)
+        with track.child(trial=trial.number):  # a tracked sweep's trial: a nested MLflow run
+            result = run(experiment, folder, callbacks=[reporter], quiet=True)
     except RunInterrupted as stop:  # Ctrl-C: Optuna records FAIL; the folder can be resumed
         trial.set_user_attr("error", f"interrupted (Ctrl-C) after epoch {stop.epoch}")
         trial.set_user_attr("interrupted", True)
@@ -145,7 +147,7 @@ def evaluated(metrics: dict[str, Any], metric: str, last: float | None) -> float
     return math.nan if last is None else last
 
 
-def _fail(trial: optuna.Trial, message: str, console: Console) -> None:
+def _fail(trial: optuna.Trial, message: str, console: Console) -> NoReturn:
     trial.set_user_attr("error", message)
     line = message.replace("\n  ", "; ")  # a validation error's key lines, on one line
     console.print(f"trial {trial.number}: failed: {line}", highlight=False, markup=False)

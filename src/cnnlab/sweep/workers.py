@@ -22,10 +22,11 @@ import time
 import warnings
 from dataclasses import dataclass
 from multiprocessing import get_context
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
+from cnnlab import track
 from cnnlab.errors import CnnlabError
 from cnnlab.sweep.spec import Sweep
 from cnnlab.sweep.storage import (
@@ -36,6 +37,9 @@ from cnnlab.sweep.storage import (
     sampler_for,
 )
 from cnnlab.sweep.trial import TrialFailed, run_trial
+
+if TYPE_CHECKING:
+    from cnnlab.track import Parent
 
 POLL = 2.0  # seconds between looks at the storage while other workers' trials decide the count
 # Trials failed in a row (by number) that stop a sweep: TPE learns nothing from a failed trial,
@@ -54,6 +58,8 @@ class Plan:
     timeout: float | None  # seconds: no trial starts after them
     url: str  # the storage
     shared: bool  # --storage given: other invocations, on other machines too, may join
+    # tracking.mlflow: the sweep's MLflow run, each trial's run nested under it (None: untracked)
+    tracking: Parent | None = None
 
 
 @dataclass(frozen=True)
@@ -176,7 +182,8 @@ def _child(sweep: Sweep, plan: Plan, worker: int, threads: int) -> None:
 
     torch.set_num_threads(threads)
     try:
-        work(sweep, plan, worker, Console(soft_wrap=True))
+        with track.within(plan.tracking):
+            work(sweep, plan, worker, Console(soft_wrap=True))
     except CnnlabError as err:  # as the command prints it: the message, no trace
         Console(stderr=True).print(f"error: worker {worker}: {err}", highlight=False, markup=False)
         raise SystemExit(2) from None
