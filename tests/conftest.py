@@ -378,3 +378,19 @@ def blind_spot_runs(tmp_path_factory, blind_spots) -> dict[str, Path]:
     finally:
         torch.use_deterministic_algorithms(before)
     return found
+
+
+@pytest.fixture
+def decodes(monkeypatch) -> list[str]:
+    """Paths decoded from their bytes (in-process reads), in order."""
+    import cnnlab.data.ingest as ingest
+
+    seen: list[str] = []
+    real = ingest._check_one
+
+    def counting(entry, options):
+        seen.append(entry.inner)
+        return real(entry, options)
+
+    monkeypatch.setattr(ingest, "_check_one", counting)
+    return seen

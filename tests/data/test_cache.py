@@ -31,20 +31,6 @@ def cache_files(root: Path) -> list[str]:
 
 
 @pytest.fixture
-def decodes(monkeypatch) -> list[str]:
-    """Paths decoded from their bytes (in-process reads), in order."""
-    seen: list[str] = []
-    real = ingest._check_one
-
-    def counting(entry, options):
-        seen.append(entry.inner)
-        return real(entry, options)
-
-    monkeypatch.setattr(ingest, "_check_one", counting)
-    return seen
-
-
-@pytest.fixture
 def pets(tmp_path, make_classes) -> Path:
     return make_classes(tmp_path / "pets", {"cats": 3, "dogs": 3})
 

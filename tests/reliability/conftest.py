@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from tests.conftest import write_digits_config
+
+from cnnlab.runs.lock import LOCK
 
 
 @pytest.fixture
@@ -28,3 +31,22 @@ def digits_yaml(tmp_path: Path) -> Callable[..., Path]:
         return write_digits_config(tmp_path / f"{name}.yaml", train=train, data=data, **fixed)
 
     return write
+
+
+def temporary(folder: Path) -> set[Path]:
+    """The hidden temporary files (`.NAME.*.tmp`) under `folder`."""
+    return set(folder.rglob(".*.tmp")) if folder.exists() else set()
+
+
+def history_without_seconds(folder: Path) -> list[dict[str, str]]:
+    with (folder / "history.csv").open(newline="", encoding="utf-8") as handle:
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(handle)]
+
+
+def assert_same_result(folder: Path, reference: Path) -> None:
+    """`folder` ended as `reference` did, bit for bit, leaving no temporary or lock file."""
+    for name in ("model.safetensors", "metrics.json", "predictions.csv"):
+        assert (folder / name).read_bytes() == (reference / name).read_bytes(), name
+    assert history_without_seconds(folder) == history_without_seconds(reference)
+    left = sorted(p.name for p in (*temporary(folder), *folder.glob(LOCK)))
+    assert not left, f"{folder}: {left} left behind"

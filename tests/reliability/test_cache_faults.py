@@ -54,20 +54,6 @@ def pets(tmp_path, make_classes) -> Path:
 
 
 @pytest.fixture
-def decodes(monkeypatch) -> list[str]:
-    """Paths decoded from their bytes (in-process reads), in order."""
-    seen: list[str] = []
-    real = ingest._check_one
-
-    def counting(entry, options):
-        seen.append(entry.inner)
-        return real(entry, options)
-
-    monkeypatch.setattr(ingest, "_check_one", counting)
-    return seen
-
-
-@pytest.fixture
 def pool(monkeypatch) -> None:
     """Decode in worker processes even for a handful of files on a one-core runner."""
     monkeypatch.setattr(ingest, "PARALLEL_FROM", 0)

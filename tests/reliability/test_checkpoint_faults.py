@@ -7,7 +7,6 @@ the same family (the lr history.csv logs, the nan message's --resume)."""
 from __future__ import annotations
 
 import contextlib
-import csv
 import errno
 import fractions
 import io
@@ -19,6 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors import SafetensorError
+from tests.reliability.conftest import assert_same_result, history_without_seconds
 from tests.runs.test_trained import assert_user_error, run_cli
 
 import cnnlab
@@ -95,18 +95,6 @@ def stopped_after_2(tmp_path_factory) -> Path:
 
 def epoch_of(path: Path) -> int:
     return read_checkpoint(path)["state"]["epoch"]
-
-
-def history_without_seconds(folder: Path) -> list[dict[str, str]]:
-    with (folder / "history.csv").open(newline="", encoding="utf-8") as handle:
-        return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(handle)]
-
-
-def assert_same_result(folder: Path, reference: Path) -> None:
-    for name in ("model.safetensors", "metrics.json", "predictions.csv"):
-        assert (folder / name).read_bytes() == (reference / name).read_bytes(), name
-    assert history_without_seconds(folder) == history_without_seconds(reference)
-    assert not list(folder.rglob(".*.tmp"))
 
 
 def test_a_save_failing_midway_keeps_the_previous_checkpoint_whole(

@@ -12,7 +12,6 @@ epoch 1 begins (before the first checkpoint) and just after a resumed process's 
 from __future__ import annotations
 
 import contextlib
-import csv
 import json
 import os
 import random
@@ -32,6 +31,7 @@ import pytest
 import yaml
 from PIL import Image
 from safetensors import safe_open
+from tests.reliability.conftest import assert_same_result, temporary
 from tests.runs.test_trained import assert_user_error, run_cli
 
 from cnnlab.runs.lock import LOCK, locked
@@ -111,10 +111,6 @@ def start(config: Path, log: Path, resume: bool) -> subprocess.Popen:
         return subprocess.Popen(
             command, stdout=out, stderr=subprocess.STDOUT, env=ENV, start_new_session=True
         )
-
-
-def temporary(folder: Path) -> set[Path]:
-    return set(folder.rglob(".*.tmp")) if folder.exists() else set()
 
 
 def inode(path: Path) -> int | None:
@@ -305,19 +301,6 @@ def assert_whole(folder: Path) -> None:
     if (folder / "model.safetensors").exists():
         with safe_open(str(folder / "model.safetensors"), "pt") as weights:
             assert list(weights.keys())
-
-
-def history_without_seconds(folder: Path) -> list[dict[str, str]]:
-    with (folder / "history.csv").open(newline="", encoding="utf-8") as handle:
-        return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(handle)]
-
-
-def assert_same_result(folder: Path, reference: Path) -> None:
-    for name in ("model.safetensors", "metrics.json", "predictions.csv"):
-        assert (folder / name).read_bytes() == (reference / name).read_bytes(), name
-    assert history_without_seconds(folder) == history_without_seconds(reference)
-    left = sorted(p.name for p in (*temporary(folder), *folder.glob(LOCK)))
-    assert not left, f"{folder}: {left} left behind"
 
 
 def test_kill_9_at_seeded_moments_then_resume_gives_the_uninterrupted_result(

@@ -7,10 +7,13 @@ from __future__ import annotations
 import hashlib
 import warnings
 from collections.abc import Iterator
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from cnnlab.distributed import Part
 
 _INTEGER_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 # images uint8 (B, C, H, W) (float32 when degraded once), labels int64 (B,) or target images
@@ -65,6 +68,14 @@ def _resolve(device: str | torch.device) -> torch.device:
     if device.type == "cuda" and device.index is None:  # streams and memory queries need an index
         device = torch.device("cuda", torch.cuda.current_device())
     return device
+
+
+def _sliced(indices: IndexBatches, part: Part) -> IndexBatches:
+    """Each batch's slice for `part`: the same permutation on every process (one seed), so
+    the slices of one step cover its batch exactly once."""
+    for host, on_device in indices:
+        start, stop = part.bounds(len(host))
+        yield host[start:stop], on_device[start:stop]
 
 
 def _to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -137,12 +148,16 @@ class DeviceBatches:
         full, rest = divmod(self.num_samples, self.batch_size)
         return full + int(rest > 0 and not self.drop_last)
 
-    def epoch(self, epoch: int, steps: int | None = None) -> Iterator[Batch]:
+    def epoch(
+        self, epoch: int, steps: int | None = None, part: Part | None = None
+    ) -> Iterator[Batch]:
         """Batches of epoch `epoch`: images uint8 (B, C, H, W), labels int64 (B,), both on the
         device. The order is a permutation seeded by (seed, epoch), so any epoch can be replayed
         on its own (resume). `steps` (Keras steps_per_epoch) yields exactly that many batches,
         continuing into further permutations (seeded by (seed, epoch, k)) when one pass is not
-        enough; like Keras's flow(), each pass ends with its partial batch unless drop_last."""
+        enough; like Keras's flow(), each pass ends with its partial batch unless drop_last.
+        `part` (torchrun): only this process's contiguous slice of every batch (Part.bounds;
+        possibly empty in a last batch smaller than the world), the same number of steps."""
         if steps is not None and steps < 0:
             raise ValueError(f"steps must be at least 0, got {steps}")
         if steps and len(self) == 0:
@@ -151,6 +166,32 @@ class DeviceBatches:
                 "with drop_last, so steps can never be reached"
             )
         indices = self._index_batches(epoch, len(self) if steps is None else steps)
+        if part is not None:
+            indices = _sliced(indices, part)
+        return self._resident(indices) if self.resident else self._streamed(indices)
+
+    def step_sizes(self, steps: int | None = None) -> list[int]:
+        """The size of each batch `epoch(e, steps)` yields, the same for every epoch: full
+        batches, and each pass's partial one (what a torchrun process weights its slice by)."""
+        per_pass = len(self)
+        count = per_pass if steps is None else steps
+        if per_pass == 0:
+            return [0] * count
+        return [
+            min(self.batch_size, self.num_samples - (step % per_pass) * self.batch_size)
+            for step in range(count)
+        ]
+
+    def block(self, part: Part) -> Iterator[Batch]:
+        """This process's contiguous block of the split (Part.bounds of its rows), in order, in
+        batches of batch_size: the evaluation of one process of a torchrun run."""
+        start, stop = part.bounds(self.num_samples)
+        order = torch.arange(start, stop)
+        on_device = _to_device(order, self.device)
+        indices = (
+            (order[at : at + self.batch_size], on_device[at : at + self.batch_size])
+            for at in range(0, stop - start, self.batch_size)
+        )
         return self._resident(indices) if self.resident else self._streamed(indices)
 
     def _order(self, epoch: int, k: int) -> torch.Tensor:
