@@ -661,6 +661,11 @@ class TrainConfig(Section):
     # The best weights (by early_stopping.monitor, else val_loss) are kept as model.safetensors.
     deterministic: bool = False  # bitwise-equal reruns on the same machine, a little slower
     device: str = "auto"  # auto: cuda when present, else cpu
+    # Under torchrun: BatchNorm layers normalise with the statistics of the whole global batch
+    # (torch's SyncBatchNorm: one all-reduce per layer and step, CUDA only), not of each
+    # process's slice. Off by default, as in PyTorch's DDP: slices of 32+ images give nearly the
+    # same statistics. One process: nothing to synchronise, the key does nothing.
+    sync_batchnorm: bool = False
     # torch.compile's mode, or off; reduce-overhead adds CUDA graphs (small models on a GPU).
     # On 2 CPU cores S4's model trained slower compiled (BENCHMARKS.md): off by default.
     compile: Literal["off", "default", "reduce-overhead", "max-autotune"] = "off"

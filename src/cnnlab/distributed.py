@@ -210,10 +210,10 @@ def from_rank_zero(make: Callable[[], T]) -> T:
     _, kind, message = box[0]
     if isinstance(kind, type) and issubclass(kind, CnnlabError):
         try:
-            error = kind(message)
+            same = kind(message)
         except TypeError:  # a subclass taking other arguments
-            error = CnnlabError(message)
-        raise error
+            same = CnnlabError(message)
+        raise same
     raise RuntimeError(f"rank 0 stopped: {kind.__name__}: {message}")
 
 

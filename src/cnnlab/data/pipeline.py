@@ -10,6 +10,7 @@ from typing import TypeVar, cast
 
 import numpy as np
 
+from cnnlab import distributed
 from cnnlab.config import DataConfig
 from cnnlab.data.arrays import is_array_source, read_array_source
 from cnnlab.data.cache import DecodeCache, cached_rows, default_cache_root, fingerprint, warn
@@ -188,7 +189,14 @@ def _sample(path: str, label: str, split: str | None, check: FileCheck) -> Sampl
 
 
 def load_data(cfg: DataConfig, seed: int) -> Data:
-    """Checked, split, decoded data; raises DataError (naming files and keys) when unusable."""
+    """Checked, split, decoded data; raises DataError (naming files and keys) when unusable.
+    Under torchrun every process calls it: rank 0 first, which decodes into the cache, then
+    the others, which read the cache, so no file is decoded twice."""
+    with distributed.rank_zero_first():
+        return _load_data(cfg, seed)
+
+
+def _load_data(cfg: DataConfig, seed: int) -> Data:
     options = decode_options(cfg)
     found = examine(cfg, options)
     found.report.raise_for_errors(cfg.max_bad_fraction)

@@ -3,12 +3,14 @@ write, and the finished runs they leave. `run` starts one; `load_run` opens a fi
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 
 from rich.console import Console
 
-from cnnlab import runfiles
+from cnnlab import distributed, runfiles
 from cnnlab.config import Experiment
 from cnnlab.config_io import load_experiment
 from cnnlab.errors import CnnlabError, ConfigError, RunInterrupted
@@ -18,7 +20,7 @@ from cnnlab.runs.finished import FinishedRun
 from cnnlab.runs.folder import RunFolder
 from cnnlab.runs.kinds import KINDS, kind_of
 from cnnlab.runs.skeleton import RunResult
-from cnnlab.track import tracked
+from cnnlab.track import Tracker, tracked
 from cnnlab.train.callbacks import Callback
 
 __all__ = ["FinishedRun", "RunFolder", "RunResult", "load_run", "run", "run_experiment"]
@@ -39,7 +41,11 @@ def run(
     folder under `output_dir` (default output.dir) named output.name (default the file's name),
     or into `folder`; with `resume`, continue the run in that folder. `callbacks` join the
     run's own in every stage; `quiet` prints nothing (no epoch lines, no progress bars). A run
-    that fails before its first epoch leaves no folder it made behind."""
+    that fails before its first epoch leaves no folder it made behind.
+
+    Under torchrun every process calls it and they train the run together (cnnlab.distributed):
+    rank 0 alone makes and writes the folder and prints (the other ranks' `console` is made
+    quiet); every rank returns the metrics."""
     if isinstance(experiment, Experiment):
         cfg, name = experiment, experiment.output.name or "run"
     else:
@@ -47,26 +53,86 @@ def run(
         name = cfg.output.name or Path(experiment).stem
     if cfg.model is None and cfg.ensemble is None:
         raise ConfigError(f"{experiment}: model: required, e.g. model: {{name: carlosnet}}")
-    parent = Path(output_dir) if output_dir is not None else cfg.output.dir
-    target = Path(folder) if folder is not None else parent / name
+    check_torchrun(cfg)
+    context = distributed.start(cfg.train.device)  # None without torchrun
+    try:
+        main = distributed.is_main()
+        if not main:
+            quiet = True
+            if console is not None:  # the caller's lines after the run too: rank 0 prints
+                console.quiet = True
+        parent = Path(output_dir) if output_dir is not None else cfg.output.dir
+        target = Path(folder) if folder is not None else parent / name
+        out = distributed.from_rank_zero(lambda: _folder(cfg, target, parent, name, folder, resume))
+        channel = Console(quiet=True) if quiet else (console or Console())
+        channel.print(f"Run folder: {out.path}", highlight=False)
+        if out.done:  # read only: a finished run may be in a read-only archive
+            return distributed.from_rank_zero(lambda: already_finished(out, channel))
+        # one process at a time: a second --resume is refused (exit 2); under torchrun, rank 0
+        # holds the lock for its group
+        with out.locked() if main else nullcontext():
+            return _run_locked(cfg, out, resume, callbacks, quiet, channel)
+    finally:
+        if context is not None:
+            distributed.stop()
+
+
+def _folder(
+    cfg: Experiment,
+    target: Path,
+    parent: Path,
+    name: str,
+    folder: str | Path | None,
+    resume: bool,
+) -> RunFolder:
+    """The run's folder: the one to resume, the empty one given, or a new one under parent."""
     if resume:
-        out = RunFolder.for_resume(target, cfg)
-    elif folder is not None:
+        return RunFolder.for_resume(target, cfg)
+    if folder is not None:
         if target.is_dir() and any(target.iterdir()):
             raise ConfigError(
                 f"{target}: the folder is not empty; a run never writes over earlier files: "
                 "give a new or empty folder, or resume the run in it (resume=True)"
             )
         target.mkdir(parents=True, exist_ok=True)
-        out = RunFolder(target)
-    else:
-        out = RunFolder.create(parent, name)
-    channel = Console(quiet=True) if quiet else (console or Console())
-    channel.print(f"Run folder: {out.path}", highlight=False)
-    if out.done:  # read only: a finished run may be in a read-only archive
-        return already_finished(out, channel)
-    with out.locked():  # one process at a time: a second --resume is refused (exit 2)
-        return _run_locked(cfg, out, resume, callbacks, quiet, channel)
+        return RunFolder(target)
+    return RunFolder.create(parent, name)
+
+
+def check_torchrun(cfg: Experiment) -> None:
+    """Under torchrun, what one run across processes cannot do, said before anything runs."""
+    if not distributed.launched():
+        return
+    kind = kind_of(cfg)
+    if kind not in ("trained", "reconstruction"):
+        raise ConfigError(
+            f"torchrun: a {kind} run trains no network to share across processes; run it "
+            "without torchrun (cnnlab run CONFIG)"
+        )
+    train, world = cfg.train, int(os.environ["WORLD_SIZE"])
+    for key, value in (("batch_size", train.batch_size), ("optimizer.lr", train.optimizer.lr)):
+        if value == "auto":
+            raise ConfigError(
+                f"train.{key}: auto is not searched under torchrun (each process would search "
+                "alone); find it in one process (cnnlab run, or cnnlab lr-find), then set it"
+            )
+    if isinstance(train.batch_size, int) and train.batch_size < world:
+        raise ConfigError(
+            f"train.batch_size: {train.batch_size} is the global batch, split over the {world} "
+            f"processes torchrun started; set it to at least {world} (or start fewer)"
+        )
+    on_cpu = train.device == "cpu" or (train.device == "auto" and not _cuda())
+    if train.sync_batchnorm and on_cpu:
+        raise ConfigError(
+            "train.sync_batchnorm: torch's SyncBatchNorm runs on CUDA GPUs only and this run "
+            "trains on the CPU; remove the key (each process then normalises its own slice)"
+        )
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def _run_locked(
@@ -77,6 +143,32 @@ def _run_locked(
     quiet: bool,
     channel: Console,
 ) -> RunResult:
+    main = distributed.is_main()  # torchrun: rank 0 alone tidies, tracks and discards
+    restarted = distributed.from_rank_zero(lambda: _tidy(out, resume, channel))
+    try:
+        # tracking.mlflow: the store is checked and the params logged here, before any data
+        tracking = tracked(cfg, out.path, resume, channel) if main else nullcontext(Tracker())
+        with silenced(quiet), tracking as tracker:
+            result = run_experiment(
+                cfg,
+                out,
+                resume=resume and not restarted,
+                callbacks=[*callbacks, *tracker.callbacks],
+                console=channel,
+            )
+            tracker.finish(result.metrics)  # the split metrics and the run's files
+            return result
+    except (CnnlabError, OSError):  # OSError: a full or read-only disk (the CLI says which)
+        if not resume and main:
+            out.discard_unstarted()
+        raise
+    except KeyboardInterrupt:  # Ctrl-C: the folder stays, to be continued with --resume
+        raise RunInterrupted(str(out.path), checkpointed_epoch(out)) from None
+
+
+def _tidy(out: RunFolder, resume: bool, channel: Console) -> bool:
+    """Remove what a killed process left half-written; whether a resumed run that never
+    reached its first checkpoint starts again from the beginning (then its files are cleared)."""
     removed = out.remove_temporary()  # a killed process's half-written files
     if removed:
         files = "1 file" if len(removed) == 1 else f"{len(removed)} files"
@@ -92,24 +184,7 @@ def _run_locked(
             "ended); starting the run from the beginning in this folder",
             highlight=False,
         )
-    try:
-        # tracking.mlflow: the store is checked and the params logged here, before any data
-        with silenced(quiet), tracked(cfg, out.path, resume, channel) as tracker:
-            result = run_experiment(
-                cfg,
-                out,
-                resume=resume and not restarted,
-                callbacks=[*callbacks, *tracker.callbacks],
-                console=channel,
-            )
-            tracker.finish(result.metrics)  # the split metrics and the run's files
-            return result
-    except (CnnlabError, OSError):  # OSError: a full or read-only disk (the CLI says which)
-        if not resume:
-            out.discard_unstarted()
-        raise
-    except KeyboardInterrupt:  # Ctrl-C: the folder stays, to be continued with --resume
-        raise RunInterrupted(str(out.path), checkpointed_epoch(out)) from None
+    return restarted
 
 
 def already_finished(out: RunFolder, channel: Console) -> RunResult:

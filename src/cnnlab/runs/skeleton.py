@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from rich.console import Console
 
-from cnnlab import runfiles
+from cnnlab import distributed, runfiles
 from cnnlab.augment.pipeline import TrainTransform
 from cnnlab.config import DataConfig, Experiment
 from cnnlab.data.batches import DeviceBatches
@@ -68,7 +68,8 @@ def begin(cfg: Experiment, folder: RunFolder, console: Console, data_cfg: DataCo
     held_out = no_test_note(data.splits)
     if held_out is not None:
         console.print(f"[yellow]warning:[/] {held_out}", highlight=False)
-    folder.write_data(cfg, data)
+    if distributed.is_main():  # torchrun: rank 0 alone writes the run folder
+        folder.write_data(cfg, data)
     return Started(cfg, folder, console, device, data, started, {"data_s": _since(clock)})
 
 

@@ -12,7 +12,7 @@ import torch
 from rich.console import Console
 from rich.markup import escape
 
-from cnnlab import runfiles
+from cnnlab import distributed, runfiles
 from cnnlab.augment.pipeline import EvalTransform, TrainTransform, build_transforms
 from cnnlab.config import Experiment
 from cnnlab.data.batches import DeviceBatches
@@ -94,11 +94,15 @@ def run_trained(
 
     shape = network_input(cfg, data.input_shape)
     model = model_from_config(cfg.model, shape, data.num_classes)
-    folder.write_summary(format_summary(model, shape) + "\n")
+    main = distributed.is_main()  # torchrun: rank 0 alone writes the folder
+    if main:
+        folder.write_summary(format_summary(model, shape) + "\n")
     if getattr(model, "info", None) is not None:
         console.print(weights_line(model.info), highlight=False)
     # Module.to takes memory_format with a device at runtime; torch's overloads leave it out
     model = model.to(device, memory_format=IMAGE_LAYOUT)  # type: ignore[call-overload]
+    if cfg.train.sync_batchnorm and distributed.current() is not None:
+        model = distributed.sync_batchnorm(model)  # before the optimiser and weight average
     base = task_trainee(model, cfg, data, device)
     if cfg.model.whiten_first_conv is not None:  # from the data; a resumed run loads it after
         train_images = data.splits["train"].images
@@ -108,7 +112,8 @@ def run_trained(
     # train.ema / train.swa: a copy of the (whitened) model, before compiling
     average = base.average = weight_average(cfg.train, model)
     preprocess = cast(EvalTransform, base.preprocess)  # make_trainee's (build_transforms)
-    preprocess.normalization.save(folder.file(runfiles.NORMALIZATION))
+    if main:
+        preprocess.normalization.save(folder.file(runfiles.NORMALIZATION))
     state = restore(saved, model, average) if saved else TrainState()
     train = (reconstruction.train_batches if reconstructs else train_batches)(cfg, data, device)
     clock = time.perf_counter()
@@ -126,7 +131,7 @@ def run_trained(
 
     def stage_callbacks(trainee: Trainee, _end: int) -> list[Callback]:
         own = default_callbacks(cfg, folder, trainee, console, epochs, val is not None, tuned)
-        return [*own, *callbacks]
+        return [*(own if main else deciding(own)), *callbacks]
 
     def fit(batches: DeviceBatches, saved: dict[str, Any] | None, state: TrainState) -> Fitted:
         return run_stages(
@@ -143,9 +148,50 @@ def run_trained(
         run.timings["compile_s"] = sum(stage.get("compile_s", 0.0) for stage in summary)
 
     clock = time.perf_counter()
+    # torchrun: rank 0 keeps the weights (SWA's mean too) and gives every process them
+    evaluated_weights = distributed.from_rank_zero(
+        lambda: keep_weights(cfg, folder, base, train, state, console)
+    )
+    distributed.broadcast_state(model)
+    details: dict[str, Any] = dict(
+        deterministic=cfg.train.deterministic,
+        epochs_run=state.epoch,
+        best_epoch=state.epoch if evaluated_weights == "swa" else state.best_epoch,
+        weights_evaluated=evaluated_weights,  # raw, or the average: ema, swa
+        stopped_early=state.stop,
+        stop_reason=state.stop_reason,
+        stages=summary,
+        class_weight=recorded_weights(base, data),
+        **tuned.manifest(),  # auto_batch_size, lr_find
+    )
+    if reconstructs:  # torchrun: rank 0 evaluates and writes; every process gets the result
+        described = model_manifest(cfg, model)
+        return distributed.from_rank_zero(
+            lambda: finish_reconstruction(run, cfg, base, described, clock, details)
+        )
+    metrics, predicted = evaluate_all(base, data, cfg, device)
+    run.timings["evaluate_s"] = time.perf_counter() - clock
+    if not main:  # the other processes evaluated their blocks; rank 0 writes the rest
+        return RunResult(folder.path, metrics, {}, folder.file(runfiles.REPORT))
+    interpret_trained(run, base, predicted)  # report.interpret: embedding, Grad-CAM
+    augment = cast("TrainTransform | None", base.augment)  # make_trainee's (build_transforms)
+    return finish(run, metrics, predicted, model_manifest(cfg, model), augment, **details)
+
+
+def keep_weights(
+    cfg: Experiment,
+    folder: RunFolder,
+    trainee: Trainee,
+    train: DeviceBatches,
+    state: TrainState,
+    console: Console,
+) -> str:
+    """Load the weights the run evaluates into the model: the raw network's best epoch (kept by
+    BestWeights; EMA's best too), or SWA's mean, made now. Returns which: raw, ema or swa."""
     evaluated_weights = "raw"  # BestWeights kept the raw network's best epoch
+    average = trainee.average
     if average is not None:  # EMA: its best epoch is kept already; SWA: the mean, now
-        plain = (base.preprocess(images) for images, _ in train.epoch(0))
+        plain = (trainee.preprocess(images) for images, _ in train.epoch(0))
         evaluated_weights = average.finish(plain, folder.weights)
     if evaluated_weights == "swa" and cfg.train.swa is not None:
         console.print(
@@ -159,25 +205,14 @@ def run_trained(
             "so no weights were kept: the network diverged. Lower train.optimizer.lr or check "
             "the schedule and augment.rescale"
         )
-    load_weights(model, folder.weights)  # evaluate the kept (best) weights
-    details: dict[str, Any] = dict(
-        deterministic=cfg.train.deterministic,
-        epochs_run=state.epoch,
-        best_epoch=state.epoch if evaluated_weights == "swa" else state.best_epoch,
-        weights_evaluated=evaluated_weights,  # raw, or the average: ema, swa
-        stopped_early=state.stop,
-        stop_reason=state.stop_reason,
-        stages=summary,
-        class_weight=recorded_weights(base, data),
-        **tuned.manifest(),  # auto_batch_size, lr_find
-    )
-    if reconstructs:
-        return finish_reconstruction(run, cfg, base, model_manifest(cfg, model), clock, details)
-    metrics, predicted = evaluate_all(base, data, cfg, device)
-    run.timings["evaluate_s"] = time.perf_counter() - clock
-    interpret_trained(run, base, predicted)  # report.interpret: embedding, Grad-CAM
-    augment = cast("TrainTransform | None", base.augment)  # make_trainee's (build_transforms)
-    return finish(run, metrics, predicted, model_manifest(cfg, model), augment, **details)
+    load_weights(trainee.model, folder.weights)  # evaluate the kept (best) weights
+    return evaluated_weights
+
+
+def deciding(callbacks: list[Callback]) -> list[Callback]:
+    """A torchrun process's own callbacks besides rank 0's: those that decide when training
+    stops (on the logs every process shares), not those that write or print."""
+    return [c for c in callbacks if isinstance(c, EarlyStopping | StopOnNonFinite)]
 
 
 def warn(console: Console, note: str) -> None:
@@ -394,7 +429,7 @@ def evaluate_all(
     predicted: Predicted = {}
     for name in evaluated(data, cfg):
         split = data.splits[name]
-        result = split_inference(trainee, data, name, cfg, device)
+        result = split_inference(trainee, data, name, cfg, device, distributed.current())
         assert result.predictions is not None
         probabilities = result.predictions.numpy()
         if not np.isfinite(probabilities).all():
@@ -420,9 +455,15 @@ def non_finite_outputs(split: str, probabilities: np.ndarray) -> CnnlabError:
 
 
 def split_inference(
-    trainee: Trainee, data: Data, name: str, cfg: Experiment, device: torch.device
+    trainee: Trainee,
+    data: Data,
+    name: str,
+    cfg: Experiment,
+    device: torch.device,
+    part: distributed.Part | None = None,
 ) -> Inference:
-    """Loss, statistics and probabilities of one split, as the run evaluates it."""
+    """Loss, statistics and probabilities of one split, as the run evaluates it; with `part`
+    (torchrun), each process infers its block and all get the whole split's."""
     batches = eval_batches(data, name, cfg, device)
     assert batches is not None, f"no {name} split"
     return infer(
@@ -432,6 +473,7 @@ def split_inference(
         trainee.preprocess,
         keep_predictions=True,
         tta=cfg.evaluate.tta,
+        part=part,
     )
 
 

@@ -3,7 +3,7 @@ against the Experiment schema, and the base experiment at every bound of the spa
 
 ```yaml
 name: digits_lr                      # the study's name in the storage (default: the file's)
-experiment: digits_basenet.yaml      # the base (beside this file, else the current folder), or a mapping
+experiment: digits_basenet.yaml      # beside this file (else the current folder), or a mapping
 set: {train.epochs: 5}               # overrides of every trial
 space:                               # what each trial samples, over dotted keys
   train.optimizer.lr: {type: float, low: 1.0e-4, high: 0.1, log: true}

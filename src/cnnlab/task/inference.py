@@ -18,6 +18,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from cnnlab import distributed
 from cnnlab.data.batches import DeviceBatches
 from cnnlab.runtime import autocast
 from cnnlab.task import Task
@@ -56,9 +57,12 @@ def infer(
     preprocess: Preprocess,
     keep_predictions: bool = False,
     tta: Tta = False,
+    part: distributed.Part | None = None,
 ) -> Inference:
     """Loss and statistics of `model` on a split; with `tta`, of the weighted mean prediction
-    of each image's views (tta_views: its mirror image, and with flip_translate shifts)."""
+    of each image's views (tta_views: its mirror image, and with flip_translate shifts).
+    `part` (torchrun; every process calls it): this process infers its block of the split,
+    then the sums are added up and the predictions gathered in the split's order."""
     was_training = model.training
     model.eval()
     device = batches.device
@@ -66,7 +70,7 @@ def infer(
     totals = torch.zeros(2 + len(task.stat_names), device=device, dtype=torch.float64)
     kept: list[torch.Tensor] = []
     predictions: torch.Tensor | None
-    for images, targets in batches.epoch(0):
+    for images, targets in batches.epoch(0) if part is None else batches.block(part):
         inputs = preprocess(images)
         if tta:
             predictions = torch.zeros((), device=device)
@@ -87,6 +91,14 @@ def infer(
         if keep_predictions:
             assert predictions is not None  # both branches predict when keep_predictions
             kept.append(predictions)
+    if part is not None:
+        distributed.all_sum(totals)
+        if keep_predictions:
+            if not kept:  # an empty block still gives the gather its row shape
+                with autocast(device):
+                    empty = batches.images[:0].to(device)
+                    kept.append(task.predictions(model(preprocess(empty))))
+            kept = [distributed.gather_blocks(torch.cat(kept), batches.num_samples)]
     model.train(was_training)
     loss_sum, *sums, count = totals.tolist()  # the one host synchronisation
     stats_of = {

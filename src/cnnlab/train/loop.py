@@ -9,6 +9,7 @@ from typing import Protocol
 
 import torch
 
+from cnnlab import distributed
 from cnnlab.data.batches import DeviceBatches
 from cnnlab.errors import CnnlabError
 from cnnlab.progress import Advance, progress_bar
@@ -57,6 +58,22 @@ class Trainee:
         return self.model if self.average is None else self.average.validated(self.model)
 
 
+@dataclass
+class Shard:
+    """This process's part of a torchrun run's training steps (see cnnlab.distributed)."""
+
+    network: torch.nn.Module  # the model under DistributedDataParallel, for training steps
+    world: int
+    step_sizes: list[int]  # the global batch of each step of an epoch
+
+    def weight(self, step: int, size: int) -> float:
+        """The factor on this slice's mean loss that makes DDP's average of the processes'
+        gradients the gradient of the global batch's mean loss, as one process computes it:
+        world * (slice / global batch). 1 for equal slices; uneven ones (a batch the world size
+        does not divide, a last partial batch) weigh by their share."""
+        return self.world * size / self.step_sizes[step]
+
+
 class Augment(Protocol):
     """Training-time augmentation: random per batch, reseeded per epoch, maybe mixing."""
 
@@ -85,6 +102,11 @@ def fit(
     for callback in callbacks:
         callback.on_train_begin(state)
     steps = steps_per_epoch or len(train)
+    part = distributed.current()  # torchrun: this process's slice of every batch
+    shard = None
+    if part is not None:  # wrapped again by each stage's fit: requires_grad may have changed
+        network = distributed.wrap(trainee.model)
+        shard = Shard(network, part.world, train.step_sizes(steps_per_epoch))
     for epoch in range(state.epoch, epochs):
         if state.stop:
             break
@@ -97,14 +119,18 @@ def fit(
         if average is not None and trainee.schedule is not None:  # SWA's lr from its start
             trainee.schedule = average.schedule(epoch, optimizer, trainee.schedule, steps)
         with progress_bar(f"Epoch {epoch + 1}/{epochs}", total=steps) as advance:
-            trained = train_epoch(trainee, train.epoch(epoch, steps_per_epoch), epoch, advance)
+            batches = train.epoch(epoch, steps_per_epoch, part)
+            trained = train_epoch(trainee, batches, epoch, advance, shard)
         # the lr of the epoch's last step; the schedule has moved on to the next epoch's since
         lr = trained.pop("lr", optimizer.param_groups[0]["lr"])
         if average is not None:
             average.end_epoch(trainee.model, epoch)
         logs = {"epoch": epoch + 1, **trained}
+        if part is not None:  # BatchNorm statistics: rank 0's everywhere, as its checkpoint
+            distributed.sync_buffers(trainee.model)
+            distributed.sync_buffers(trainee.validated)
         if val is not None:  # one host synchronisation per epoch for validation
-            checked = infer(trainee.validated, val, trainee.task, trainee.preprocess)
+            checked = infer(trainee.validated, val, trainee.task, trainee.preprocess, part=part)
             logs["val_loss"] = checked.loss
             logs |= {f"val_{name}": value for name, value in checked.stats.items()}
         logs |= {"lr": lr, "seconds": time.perf_counter() - started}
@@ -117,9 +143,14 @@ def fit(
     return state
 
 
-def train_epoch(trainee: Trainee, batches, epoch: int, advance: Advance) -> dict[str, float]:
-    """Mean loss and task statistics of one epoch, accumulated on the device and read once."""
+def train_epoch(
+    trainee: Trainee, batches, epoch: int, advance: Advance, shard: Shard | None = None
+) -> dict[str, float]:
+    """Mean loss and task statistics of one epoch, accumulated on the device and read once.
+    With `shard` (torchrun), `batches` are this process's slices and the totals of every
+    process are added up before they are read, so every process logs the same epoch."""
     model, task = trainee.model, trainee.task
+    forward = model if shard is None else shard.network
     optimizer, schedule = trainee.optimizer, trainee.schedule
     assert optimizer is not None and schedule is not None
     model.train()
@@ -140,15 +171,18 @@ def train_epoch(trainee: Trainee, batches, epoch: int, advance: Advance) -> dict
         loss_sum, *sums, seen = totals.tolist()
         return dict(zip(names, (v / seen for v in (loss_sum, *sums)), strict=True)) if seen else {}
 
-    for images, labels in batches:
+    for step, (images, labels) in enumerate(batches):
         inputs, targets = transform(images), labels
         if augment is not None and mixing:  # MixUp/CutMix: soft targets, the loss follows them
             inputs, targets = augment.mix(inputs, labels, task.num_targets)
         with autocast(device):
-            outputs = model(inputs)
-        loss = task.loss(outputs, targets)
+            outputs = forward(inputs)
+        size = labels.shape[0]
+        # an empty slice (torchrun, a last batch smaller than the world) still takes its part
+        # in the gradients' all-reduce, with zeros
+        loss = task.loss(outputs, targets) if size else outputs.sum() * 0.0
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss if shard is None else loss * shard.weight(step, size)).backward()
         optimizer.step()
         lr = optimizer.param_groups[0]["lr"]  # a Python float: no wait for the device
         schedule.step()
@@ -161,6 +195,11 @@ def train_epoch(trainee: Trainee, batches, epoch: int, advance: Advance) -> dict
         first_bad = torch.where(bad, position, first_bad)
         position += 1
         advance(1, running)
+    if shard is not None:  # every process's sums; the first non-finite step of any
+        distributed.all_sum(totals)
+        first_bad = torch.where(first_bad < 0, torch.inf, first_bad)
+        distributed.all_min(first_bad)
+        first_bad = torch.where(torch.isinf(first_bad), -1.0, first_bad)
     loss_sum, *sums, count, bad_step = torch.cat([totals, first_bad[None]]).tolist()  # one sync
     if bad_step >= 0:
         raise NonFiniteLoss(epoch + 1, int(bad_step) + 1)
