@@ -122,11 +122,19 @@ def stop() -> None:
     global _context
     if _context is None:
         return
+    _release()
     if _context.owned:
         import torch.distributed as dist
 
         dist.destroy_process_group()
     _context = None
+
+
+def described() -> dict[str, Any]:
+    """manifest.json's record of the processes that trained a run; empty for one process."""
+    if _context is None:
+        return {}
+    return {"torchrun": {"world_size": _context.world, "backend": _context.backend}}
 
 
 def barrier() -> None:
@@ -248,14 +256,27 @@ def sync_buffers(module: torch.nn.Module) -> None:
 
 def wrap(model: torch.nn.Module) -> torch.nn.Module:
     """`model` for training steps under DistributedDataParallel, which averages the gradients
-    of the parameters that require them now: wrap again when a stage changes which do."""
+    of the parameters that require them now: wrap again when a stage changes which do (a
+    parameter unfrozen later would otherwise train apart on each process). The wrapper before
+    is released first: its hooks on the same parameters and its gradient buckets."""
+    _release()
     if _context is None or not any(p.requires_grad for p in model.parameters()):
         return model
     from torch.nn.parallel import DistributedDataParallel
 
     on_gpu = _context.backend == "nccl"
     ids = [_context.local_rank] if on_gpu else None
-    return DistributedDataParallel(model, device_ids=ids, output_device=ids[0] if ids else None)
+    network = DistributedDataParallel(model, device_ids=ids, output_device=ids[0] if ids else None)
+    _wrapped.append(network)
+    return network
+
+
+_wrapped: list[Any] = []  # the live DistributedDataParallel wrapper, at most one
+
+
+def _release() -> None:
+    while _wrapped:
+        _wrapped.pop()._remove_autograd_hooks()
 
 
 def sync_batchnorm(model: torch.nn.Module) -> torch.nn.Module:

@@ -98,8 +98,8 @@ def test_a_run_trains_on_batches_drawn_evenly_from_its_classes(tmp_path, make_cl
     seen: list[np.ndarray] = []
     real_epoch = DeviceBatches.epoch
 
-    def recording(self, epoch, steps=None):
-        for images, labels in real_epoch(self, epoch, steps):
+    def recording(self, epoch, steps=None, part=None):
+        for images, labels in real_epoch(self, epoch, steps, part):
             if self.shuffle:  # the training batches (evaluation's come in order)
                 seen.append(labels.cpu().numpy())
             yield images, labels

@@ -14,6 +14,7 @@ import hashlib
 import numpy as np
 import torch
 
+from cnnlab import distributed
 from cnnlab.augment.flip import AlternatingFlip
 from cnnlab.augment.keras import KerasAugmenter, KerasParams
 from cnnlab.augment.modern import ModernAugmenter, ModernParams, mix
@@ -73,8 +74,13 @@ class TrainTransform(EvalTransform):
         return self.keras_augment is None and self.modern_augment is None and self.flip is None
 
     def begin_epoch(self, epoch: int) -> None:
-        """Each epoch's draws depend only on (seed, epoch), so a resumed run repeats them."""
-        key = hashlib.blake2b(f"cnnlab.augment:{self.seed}:{epoch}".encode(), digest_size=8)
+        """Each epoch's draws depend only on (seed, epoch), so a resumed run repeats them; under
+        torchrun on the process's rank too, or every process's slice of a batch would get the
+        same draws at the same positions."""
+        part = distributed.current()
+        rank = f":{part.rank}" if part is not None and part.world > 1 else ""
+        stream = f"cnnlab.augment:{self.seed}:{epoch}{rank}"
+        key = hashlib.blake2b(stream.encode(), digest_size=8)
         self.generator.manual_seed(int.from_bytes(key.digest(), "little") >> 1)
         if self.flip is not None:
             self.flip.begin_epoch(epoch)

@@ -127,6 +127,12 @@ def check_torchrun(cfg: Experiment) -> None:
             "train.sync_batchnorm: torch's SyncBatchNorm runs on CUDA GPUs only and this run "
             "trains on the CPU; remove the key (each process then normalises its own slice)"
         )
+    if train.sync_batchnorm and train.swa is not None:  # update_bn would wait for the others
+        raise ConfigError(
+            "train.sync_batchnorm: SWA's BatchNorm statistics are recomputed by rank 0 alone "
+            "after training, which synchronised BatchNorm cannot do; remove train.swa or "
+            "train.sync_batchnorm"
+        )
 
 
 def _cuda() -> bool:

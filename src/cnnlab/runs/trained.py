@@ -163,6 +163,7 @@ def run_trained(
         stages=summary,
         class_weight=recorded_weights(base, data),
         **tuned.manifest(),  # auto_batch_size, lr_find
+        **distributed.described(),  # torchrun: the processes that trained it
     )
     if reconstructs:  # torchrun: rank 0 evaluates and writes; every process gets the result
         described = model_manifest(cfg, model)

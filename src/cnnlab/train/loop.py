@@ -128,7 +128,8 @@ def fit(
         logs = {"epoch": epoch + 1, **trained}
         if part is not None:  # BatchNorm statistics: rank 0's everywhere, as its checkpoint
             distributed.sync_buffers(trainee.model)
-            distributed.sync_buffers(trainee.validated)
+            if trainee.validated is not trainee.model:  # the EMA's own statistics
+                distributed.sync_buffers(trainee.validated)
         if val is not None:  # one host synchronisation per epoch for validation
             checked = infer(trainee.validated, val, trainee.task, trainee.preprocess, part=part)
             logs["val_loss"] = checked.loss
