@@ -156,29 +156,24 @@ def sample(
     return Sampled(theta, tx, ty, shear, zx, zy, flip_h, flip_v, brightness, channel_shift)
 
 
-def _matrix(rows: list[list[Any]], like: torch.Tensor) -> torch.Tensor:
-    """(N, 3, 3) from a 3x3 nest of (N,) tensors and numbers."""
-
-    def entry(e: Any) -> torch.Tensor:
-        return e if isinstance(e, torch.Tensor) else torch.full_like(like, float(e))
-
-    return torch.stack([torch.stack([entry(e) for e in row], -1) for row in rows], -2)
-
-
 def matrices(sampled: Sampled, height: int, width: int) -> torch.Tensor:
-    """(N, 3, 3) maps output (row, col, 1) to input, as Keras's apply_affine_transform."""
+    """(N, 3, 3) maps output (row, col, 1) to input, as Keras's apply_affine_transform:
+    offset @ rotation @ shift @ shear @ zoom @ reset, multiplied out by hand. The product's
+    linear part is rotation @ shear @ zoom; its translation is rotation @ (tx, ty) plus the
+    centre moved by that linear part. One stack instead of six 3x3 products built entry by
+    entry: a small model's step spent a tenth of its time on them."""
     s = sampled
     theta, shear = torch.deg2rad(s.theta), torch.deg2rad(s.shear)
-    rotation = _matrix(
-        [[theta.cos(), -theta.sin(), 0], [theta.sin(), theta.cos(), 0], [0, 0, 1]], theta
-    )
-    shift = _matrix([[1, 0, s.tx], [0, 1, s.ty], [0, 0, 1]], theta)
-    shearing = _matrix([[1, -shear.sin(), 0], [0, shear.cos(), 0], [0, 0, 1]], theta)
-    zoom = _matrix([[s.zx, 0, 0], [0, s.zy, 0], [0, 0, 1]], theta)
+    cos, sin = theta.cos(), theta.sin()
+    shear_sin, shear_cos = shear.sin(), shear.cos()
+    # rotation @ [[zx, -sin(shear) zy], [0, cos(shear) zy]]
+    a, b = cos * s.zx, -(cos * shear_sin + sin * shear_cos) * s.zy
+    c, d = sin * s.zx, (cos * shear_cos - sin * shear_sin) * s.zy
     o_r, o_c = height / 2 + 0.5, width / 2 + 0.5  # Keras's transform_matrix_offset_center
-    offset = _matrix([[1, 0, o_r], [0, 1, o_c], [0, 0, 1]], theta)
-    reset = _matrix([[1, 0, -o_r], [0, 1, -o_c], [0, 0, 1]], theta)
-    return offset @ rotation @ shift @ shearing @ zoom @ reset
+    row = cos * s.tx - sin * s.ty + o_r - a * o_r - b * o_c
+    col = sin * s.tx + cos * s.ty + o_c - c * o_r - d * o_c
+    zero, one = torch.zeros_like(a), torch.ones_like(a)
+    return torch.stack([a, b, row, c, d, col, zero, zero, one], -1).view(-1, 3, 3)
 
 
 def _into_image(u: torch.Tensor, size: int, mode: str) -> torch.Tensor:
