@@ -35,8 +35,8 @@ from pathlib import Path
 
 import pytest
 import torch.distributed as dist
-import yaml
 from safetensors.torch import load_file
+from tests.conftest import write_digits_config
 
 from cnnlab.train.checkpoint import read_checkpoint
 
@@ -51,32 +51,21 @@ TOLERANCE = 1e-5  # weights and losses, see the module's docstring
 
 
 def experiment(path: Path) -> Path:
-    raw = {
-        "seed": 0,
-        "data": {
-            "source": "digits",
-            "color_mode": "grayscale",
-            "validation_split": 0.2,
-            "test_split": 0.2,
-        },
-        "model": {
-            "layers": [
-                {"Conv2D": {"filters": 8, "kernel_size": 3, "activation": "relu"}},
-                {"MaxPooling2D": {"pool_size": 2}},
-                {"Flatten": {}},
-                {"Dense": {"units": 10, "activation": "softmax"}},
-            ]
-        },
-        "train": {
-            "epochs": EPOCHS,
-            "batch_size": BATCH,
-            "optimizer": {"name": "adam", "lr": 0.01},  # ~0.93 test accuracy in 3 epochs
-            "deterministic": True,
-        },
-        "report": {"interpret": False},
+    layers = [
+        {"Conv2D": {"filters": 8, "kernel_size": 3, "activation": "relu"}},
+        {"MaxPooling2D": {"pool_size": 2}},
+        {"Flatten": {}},
+        {"Dense": {"units": 10, "activation": "softmax"}},
+    ]
+    train = {
+        "epochs": EPOCHS,
+        "batch_size": BATCH,
+        "optimizer": {"name": "adam", "lr": 0.01},  # ~0.93 test accuracy in 3 epochs
+        "deterministic": True,
     }
-    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
-    return path
+    return write_digits_config(
+        path, model={"layers": layers}, train=train, report={"interpret": False}
+    )
 
 
 def free_port() -> int:
