@@ -77,7 +77,7 @@ def start(device: str) -> Context | None:
     import torch
     import torch.distributed as dist
 
-    backend = _backend(device)
+    backend = backend_for(device)
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     local_rank = int(os.environ["LOCAL_RANK"])
     if not dist.is_available() or (backend == "gloo" and not dist.is_gloo_available()):
@@ -102,7 +102,8 @@ def start(device: str) -> Context | None:
     return _context
 
 
-def _backend(device: str) -> str:
+def backend_for(device: str) -> str:
+    """The process group's backend for `train.device`: nccl on CUDA GPUs, gloo on the CPU."""
     import torch
 
     if device == "cpu":

@@ -136,3 +136,18 @@ def test_each_process_draws_its_own_augmentation_of_its_slice(monkeypatch) -> No
     assert not torch.equal(first, second)  # the same slice position, another draw
     assert torch.equal(drawn(1), second)  # still a function of (seed, epoch, rank): resumable
     assert not torch.equal(plain, first)
+
+
+def test_sync_batchnorm_on_the_cpu_is_refused_before_anything_runs(monkeypatch, tmp_path) -> None:
+    from tests.conftest import write_digits_config
+
+    from cnnlab.config_io import load_experiment
+    from cnnlab.errors import ConfigError
+    from cnnlab.runs import check_torchrun
+
+    for name, value in (("RANK", "0"), ("WORLD_SIZE", "2"), ("LOCAL_RANK", "0")):
+        monkeypatch.setenv(name, value)
+    path = write_digits_config(tmp_path / "bn.yaml")
+    cfg = load_experiment(path, ["train.device=cpu", "train.sync_batchnorm=true"])
+    with pytest.raises(ConfigError, match=r"train\.sync_batchnorm: .* CUDA GPUs only"):
+        check_torchrun(cfg)

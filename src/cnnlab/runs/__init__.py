@@ -121,8 +121,7 @@ def check_torchrun(cfg: Experiment) -> None:
             f"train.batch_size: {train.batch_size} is the global batch, split over the {world} "
             f"processes torchrun started; set it to at least {world} (or start fewer)"
         )
-    on_cpu = train.device == "cpu" or (train.device == "auto" and not _cuda())
-    if train.sync_batchnorm and on_cpu:
+    if train.sync_batchnorm and distributed.backend_for(train.device) == "gloo":
         raise ConfigError(
             "train.sync_batchnorm: torch's SyncBatchNorm runs on CUDA GPUs only and this run "
             "trains on the CPU; remove the key (each process then normalises its own slice)"
@@ -133,12 +132,6 @@ def check_torchrun(cfg: Experiment) -> None:
             "after training, which synchronised BatchNorm cannot do; remove train.swa or "
             "train.sync_batchnorm"
         )
-
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def _run_locked(
