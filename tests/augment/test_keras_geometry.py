@@ -100,7 +100,24 @@ def test_flips_come_after_the_affine_as_in_keras():
     params = KerasParams(width_shift_range=2, horizontal_flip=True)
     out = apply(x, fixed(ty=2.0, flip_h=True), params)
     shifted = apply(x, fixed(ty=2.0), params)
-    assert torch.equal(out, shifted.flip(-1))
+    # flipped first, the shift would give [3, 2, 1, 0, 0, 0]; the flip rides in the warp's
+    # map, so the two differ only by grid_sample's [-1, 1] round trip
+    torch.testing.assert_close(out, shifted.flip(-1), atol=1e-3, rtol=0)
+
+
+@pytest.mark.parametrize("mode", ["constant", "nearest", "reflect", "wrap"])
+def test_flips_folded_into_the_warp_equal_flipping_the_warped_images(mode):
+    g = torch.Generator().manual_seed(11)
+    n, h, w = 16, 11, 14
+    x = torch.rand(n, 2, h, w, generator=g) * 255
+    affine = {"rotation_range": 40, "width_shift_range": 0.3, "zoom_range": (0.7, 1.3)}
+    flipping = KerasParams(**affine, horizontal_flip=True, vertical_flip=True, fill_mode=mode)
+    s = sample(flipping, n, h, w, g)
+    assert s.flip_h.any() and s.flip_v.any() and not s.flip_h.all()
+    warped = apply(x, s, KerasParams(**affine, fill_mode=mode))
+    expected = torch.where(s.flip_h.view(-1, 1, 1, 1), warped.flip(-1), warped)
+    expected = torch.where(s.flip_v.view(-1, 1, 1, 1), expected.flip(-2), expected)
+    torch.testing.assert_close(apply(x, s, flipping), expected, atol=1e-3 * 255, rtol=0)
 
 
 # Row [10 .. 60] shifted by ty columns: the two border columns the shift uncovers.

@@ -20,6 +20,7 @@ image that it first min-max stretches to 0..255; here it is `clip(x * factor, 0,
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from functools import lru_cache, partial
 from numbers import Integral
 from typing import Any
 
@@ -106,72 +107,103 @@ class Sampled:
         return Sampled(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
 
 
-def _uniform(n: int, lo: float, hi: float, g: torch.Generator) -> torch.Tensor:
-    """U(lo, hi), as np.random.uniform."""
-    return lo + (hi - lo) * torch.rand(n, generator=g, device=g.device)
+# Sampled's uniform fields, drawn together as lo + span * U(0, 1): one generator call and one
+# multiply-add per batch, where a small model's step felt a call per parameter.
+_UNIFORM_FIELDS = ("theta", "tx", "ty", "shear", "zx", "zy", "brightness", "channel_shift")
 
 
-def _symmetric(n: int, r: float, g: torch.Generator) -> torch.Tensor:
-    return _uniform(n, -r, r, g) if r else torch.zeros(n, device=g.device)
+def _is_integer(r: float) -> bool:
+    return isinstance(r, Integral) and not isinstance(r, bool)
 
 
-def _shift(n: int, r: float, size: int, g: torch.Generator) -> torch.Tensor:
-    """Keras's tx / ty, pixels: int r -> choice(range(r)) * ±1; float -> U(-r, r), * size if < 1."""
-    if not r:
-        return torch.zeros(n, device=g.device)
-    if isinstance(r, Integral) and not isinstance(r, bool):
-        magnitude = torch.randint(0, int(r), (n,), generator=g, device=g.device)
-        sign = 2 * torch.randint(0, 2, (n,), generator=g, device=g.device) - 1
-        return (magnitude * sign).float()
-    shift = _uniform(n, -r, r, g)
-    return shift * size if r < 1 else shift
+def _pixels(r: float, size: int) -> float:
+    """A float shift range in pixels: below 1 it is a fraction of the size."""
+    return r * size if r < 1 else r
 
 
-def _coin(n: int, enabled: bool, g: torch.Generator) -> torch.Tensor:
-    if not enabled:
-        return torch.zeros(n, dtype=torch.bool, device=g.device)
-    return torch.rand(n, generator=g, device=g.device) < 0.5
+@lru_cache(maxsize=64)
+def _ranges(
+    params: KerasParams, height: int, width: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Each uniform field's (lo, span), shaped (8, 1), and each flip's chance of heads, on the
+    device: a disabled parameter has span 0 and its neutral value as lo, a disabled flip 0."""
+    p = params
+    rows, cols = _pixels(p.height_shift_range, height), _pixels(p.width_shift_range, width)
+    bounds = {  # Keras's U(lo, hi) of each field
+        "theta": (-p.rotation_range, p.rotation_range),  # degrees
+        "tx": (-rows, rows),  # rows, from height_shift_range
+        "ty": (-cols, cols),
+        "shear": (-p.shear_range, p.shear_range),
+        "zx": p.zoom_range,
+        "zy": p.zoom_range,
+        "brightness": p.brightness_range or (1.0, 1.0),
+        "channel_shift": (-p.channel_shift_range, p.channel_shift_range),
+    }
+    lo = [float(bounds[f][0]) for f in _UNIFORM_FIELDS]
+    span = [float(bounds[f][1] - bounds[f][0]) for f in _UNIFORM_FIELDS]
+    heads = [0.5 * p.horizontal_flip, 0.5 * p.vertical_flip]  # U(0, 1) < 0 never holds
+    lo_t, span_t, heads_t = (torch.tensor(v, device=device).view(-1, 1) for v in (lo, span, heads))
+    return lo_t, span_t, heads_t
+
+
+def _integer_shift(n: int, r: int, g: torch.Generator) -> torch.Tensor:
+    """Keras's choice(range(r)) * choice([-1, 1]), in pixels."""
+    magnitude = torch.randint(0, r, (n,), generator=g, device=g.device)
+    sign = 2 * torch.randint(0, 2, (n,), generator=g, device=g.device) - 1
+    return (magnitude * sign).float()
 
 
 def sample(
     params: KerasParams, n: int, height: int, width: int, generator: torch.Generator
 ) -> Sampled:
-    """Draw every image's parameters (in Keras's order) from `generator`, on its device."""
-    g, p = generator, params
-    theta = _symmetric(n, p.rotation_range, g)
-    tx = _shift(n, p.height_shift_range, height, g)
-    ty = _shift(n, p.width_shift_range, width, g)
-    shear = _symmetric(n, p.shear_range, g)
-    if p.zoom_range == (1.0, 1.0):
-        zx = zy = torch.ones(n, device=g.device)
-    else:
-        zx, zy = _uniform(2 * n, *p.zoom_range, g).view(2, n)
-    flip_h = _coin(n, p.horizontal_flip, g)
-    flip_v = _coin(n, p.vertical_flip, g)
-    channel_shift = _symmetric(n, p.channel_shift_range, g)
-    if p.brightness_range is None:
-        brightness = torch.ones(n, device=g.device)
-    else:
-        brightness = _uniform(n, *p.brightness_range, g)
-    return Sampled(theta, tx, ty, shear, zx, zy, flip_h, flip_v, brightness, channel_shift)
+    """Draw every image's parameters from `generator`, on its device (no host sync)."""
+    g = generator
+    lo, span, heads = _ranges(params, height, width, g.device)
+    u = torch.rand(len(_UNIFORM_FIELDS) + 2, n, generator=g, device=g.device)
+    values = dict(zip(_UNIFORM_FIELDS, torch.addcmul(lo, span, u[:-2]).unbind(), strict=True))
+    flip_h, flip_v = (u[-2:] < heads).unbind()
+    for field, r in (("tx", params.height_shift_range), ("ty", params.width_shift_range)):
+        if r and _is_integer(r):  # a float, even a whole one, is U(-r, r) pixels
+            values[field] = _integer_shift(n, int(r), g)
+    return Sampled(**values, flip_h=flip_h, flip_v=flip_v)
 
 
-def matrices(sampled: Sampled, height: int, width: int) -> torch.Tensor:
+def matrices(
+    sampled: Sampled, height: int, width: int, flips: tuple[bool, bool] = (False, False)
+) -> torch.Tensor:
     """(N, 3, 3) maps output (row, col, 1) to input, as Keras's apply_affine_transform:
     offset @ rotation @ shift @ shear @ zoom @ reset, multiplied out by hand. The product's
     linear part is rotation @ shear @ zoom; its translation is rotation @ (tx, ty) plus the
     centre moved by that linear part. One stack instead of six 3x3 products built entry by
-    entry: a small model's step spent a tenth of its time on them."""
+    entry: a small model's step spent a tenth of its time on them.
+
+    `flips` (horizontal, vertical) also folds the sampled flips into the map, which Keras
+    applies to the warped image: the flipped output at (r, c) is the warp's at (r, w - 1 - c),
+    so the map is multiplied on the right by that mirror, and no pass over the pixels is left
+    for the flip."""
     s = sampled
-    theta, shear = torch.deg2rad(s.theta), torch.deg2rad(s.shear)
-    cos, sin = theta.cos(), theta.sin()
-    shear_sin, shear_cos = shear.sin(), shear.cos()
     # rotation @ [[zx, -sin(shear) zy], [0, cos(shear) zy]]
-    a, b = cos * s.zx, -(cos * shear_sin + sin * shear_cos) * s.zy
-    c, d = sin * s.zx, (cos * shear_cos - sin * shear_sin) * s.zy
+    #   = [[cos(theta) zx, -sin(theta + shear) zy], [sin(theta) zx, cos(theta + shear) zy]]
+    angles = torch.deg2rad(torch.stack((s.theta, s.theta + s.shear)))
+    cosines, sines = angles.cos(), angles.sin()
+    zoom = torch.stack((s.zx, s.zy))
+    (a, d), (c, minus_b) = cosines * zoom, sines * zoom
+    b = -minus_b
+    cos, sin = cosines[0], sines[0]
     o_r, o_c = height / 2 + 0.5, width / 2 + 0.5  # Keras's transform_matrix_offset_center
     row = cos * s.tx - sin * s.ty + o_r - a * o_r - b * o_c
     col = sin * s.tx + cos * s.ty + o_c - c * o_r - d * o_c
+    horizontal, vertical = flips
+    if vertical:  # @ [[-1, 0, h - 1], [0, 1, 0], [0, 0, 1]] where flipped
+        moved = s.flip_v.float() * (height - 1)
+        row, col = row + a * moved, col + c * moved
+        sign = 1 - moved * (2 / max(height - 1, 1))
+        a, c = a * sign, c * sign
+    if horizontal:  # @ [[1, 0, 0], [0, -1, w - 1], [0, 0, 1]] where flipped
+        moved = s.flip_h.float() * (width - 1)
+        row, col = row + b * moved, col + d * moved
+        sign = 1 - moved * (2 / max(width - 1, 1))
+        b, d = b * sign, d * sign
     zero, one = torch.zeros_like(a), torch.ones_like(a)
     return torch.stack([a, b, row, c, d, col, zero, zero, one], -1).view(-1, 3, 3)
 
@@ -190,20 +222,44 @@ def _into_image(u: torch.Tensor, size: int, mode: str) -> torch.Tensor:
     return u.clamp(0, size - 1)  # nearest; constant masks the outside afterwards
 
 
+@lru_cache(maxsize=16)
+def _pixel_axes(height: int, width: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Output rows (1, 1, H, 1) and columns (1, 1, 1, W), as floats."""
+    rows = torch.arange(height, device=device, dtype=torch.float32).view(1, 1, -1, 1)
+    cols = torch.arange(width, device=device, dtype=torch.float32).view(1, 1, 1, -1)
+    return rows, cols
+
+
+@lru_cache(maxsize=16)
+def _to_grid(height: int, width: int, device: torch.device) -> torch.Tensor:
+    """(2, 3): pixel (row, col, 1) to grid_sample's (x = column, y = row) in [-1, 1], the
+    corner pixels' centres at ±1 (align_corners=True)."""
+    x_scale, y_scale = 2 / max(width - 1, 1), 2 / max(height - 1, 1)
+    return torch.tensor([[0.0, x_scale, -1.0], [y_scale, 0.0, -1.0]], device=device)
+
+
+def _mapped(affine: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """(N, 2, H, W): each (N, 2, 3) map applied to every output pixel's (row, col, 1). Two
+    multiply-adds with the axes broadcast, the full-size one last: a batched matmul over the
+    pixels, or an (N, H, W, 2) result, is several times slower on the CPU (its inner loop
+    runs over 3 or 2 values)."""
+    rows, cols = _pixel_axes(height, width, affine.device)
+    coef = affine[..., None, None]
+    return torch.addcmul(torch.addcmul(coef[:, :, 2], coef[:, :, 0], rows), coef[:, :, 1], cols)
+
+
 def _warp(x: torch.Tensor, m: torch.Tensor, mode: str, cval: float) -> torch.Tensor:
     """Bilinear resampling of every image at its matrix's source points (scipy order 1)."""
     h, w = x.shape[-2:]
     m = m.to(device=x.device, dtype=torch.float32)
-    rows = torch.arange(h, device=x.device, dtype=torch.float32).view(1, h, 1)
-    cols = torch.arange(w, device=x.device, dtype=torch.float32).view(1, 1, w)
-    u, v = (
-        m[:, i, :1, None] * rows + m[:, i, 1:2, None] * cols + m[:, i, 2:, None] for i in (0, 1)
-    )
-    # grid_sample takes (x = column, y = row) in [-1, 1], the corner pixels' centres at ±1
+    sample = partial(F.grid_sample, x, mode="bilinear", padding_mode="border", align_corners=True)
+    if mode == "nearest":  # border padding clamps to the edge pixels, as scipy's 'nearest'
+        grid = _mapped(_to_grid(h, w, x.device) @ m, h, w)  # (x, y) in [-1, 1], in one go
+        return sample(grid.permute(0, 2, 3, 1))  # grid_sample reads the permuted view as is
+    u, v = _mapped(m[:, :2], h, w).unbind(1)  # source row and column, pixels
     gx = _into_image(v, w, mode) * (2 / max(w - 1, 1)) - 1
     gy = _into_image(u, h, mode) * (2 / max(h - 1, 1)) - 1
-    grid = torch.stack((gx, gy), dim=-1)
-    out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=True)
+    out = sample(torch.stack((gx, gy), dim=-1))
     if mode == "constant":  # scipy: cval wherever the source lies outside, no blending
         inside = (u >= 0) & (u <= h - 1) & (v >= 0) & (v <= w - 1)
         out = torch.where(inside.unsqueeze(1), out, cval)
@@ -219,15 +275,18 @@ def apply(images: torch.Tensor, sampled: Sampled, params: KerasParams) -> torch.
     x = images.float()
     if params.is_identity:
         return x
-    s = sampled.to(x.device)
-    if params.has_affine:
-        x = _warp(x, matrices(s, x.shape[-2], x.shape[-1]), params.fill_mode, params.cval)
+    s = sampled if sampled.theta.device == x.device else sampled.to(x.device)
+    flips = (params.horizontal_flip, params.vertical_flip)
+    if params.has_affine:  # the flips ride in the warp (the channel shift commutes with them)
+        m = matrices(s, x.shape[-2], x.shape[-1], flips)
+        x = _warp(x, m, params.fill_mode, params.cval)
+        flips = (False, False)
     if params.channel_shift_range:  # Keras's apply_channel_shift: clip to the image's range
         lo, hi = x.amin(dim=(1, 2, 3), keepdim=True), x.amax(dim=(1, 2, 3), keepdim=True)
         x = torch.minimum(torch.maximum(x + _per_image(s.channel_shift), lo), hi)
-    if params.horizontal_flip:
+    if flips[0]:
         x = torch.where(_per_image(s.flip_h), x.flip(-1), x)
-    if params.vertical_flip:
+    if flips[1]:
         x = torch.where(_per_image(s.flip_v), x.flip(-2), x)
     if params.has_brightness:  # PIL ImageEnhance.Brightness: blend with black, clip to 0..255
         x = (x * _per_image(s.brightness)).clamp(0, 255)

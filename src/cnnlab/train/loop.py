@@ -18,6 +18,7 @@ from cnnlab.task import Task
 from cnnlab.task.inference import Preprocess, infer
 from cnnlab.train.averaging import WeightAverage
 from cnnlab.train.callbacks import Callback, TrainState
+from cnnlab.train.totals import EpochTotals
 
 
 class NonFiniteLoss(CnnlabError):
@@ -155,28 +156,15 @@ def train_epoch(
     optimizer, schedule = trainee.optimizer, trainee.schedule
     assert optimizer is not None and schedule is not None
     model.train()
-    device = next(model.parameters()).device
-    # loss sum, the task's statistics (classification: correct), count, steps taken, first
-    # non-finite step (-1: none); all on the device, filled by kernels (torch.full), so no step
-    # waits for the host or the host for it.
-    totals = torch.zeros(2 + len(task.stat_names), device=device, dtype=torch.float64)
-    position = torch.zeros((), device=device, dtype=torch.float64)
-    first_bad = torch.full((), -1.0, device=device, dtype=torch.float64)
+    totals = EpochTotals(task, next(model.parameters()).device)
     transform, augment = trainee.train_transform, trainee.augment
     mixing = augment is not None and augment.mixes()
-    names = ("loss", *task.stat_names)
-
-    def running() -> dict[str, float]:
-        """The epoch so far, for the progress bar: one host synchronisation, made only when
-        the bar redraws (a few times a second), never per step."""
-        loss_sum, *sums, seen = totals.tolist()
-        return dict(zip(names, (v / seen for v in (loss_sum, *sums)), strict=True)) if seen else {}
-
+    lr = optimizer.param_groups[0]["lr"]
     for step, (images, labels) in enumerate(batches):
         inputs, targets = transform(images), labels
         if augment is not None and mixing:  # MixUp/CutMix: soft targets, the loss follows them
             inputs, targets = augment.mix(inputs, labels, task.num_targets)
-        with autocast(device):
+        with autocast(inputs.device):
             outputs = forward(inputs)
         size = labels.shape[0]
         # an empty slice (torchrun, a last batch smaller than the world) still takes its part
@@ -189,25 +177,9 @@ def train_epoch(
         schedule.step()
         if trainee.average is not None:
             trainee.average.after_step(model)
-        count = torch.full((1,), labels.shape[0], device=device, dtype=torch.float64)
-        stats = task.batch_stats(outputs, labels)
-        totals += torch.cat([loss.detach().double()[None] * count, stats, count])
-        bad = (first_bad < 0) & ~torch.isfinite(loss.detach())
-        first_bad = torch.where(bad, position, first_bad)
-        position += 1
-        advance(1, running)
-    if shard is not None:  # every process's sums; the first non-finite step of any
-        distributed.all_sum(totals)
-        first_bad = torch.where(first_bad < 0, torch.inf, first_bad)
-        distributed.all_min(first_bad)
-        first_bad = torch.where(torch.isinf(first_bad), -1.0, first_bad)
-    loss_sum, *sums, count, bad_step = torch.cat([totals, first_bad[None]]).tolist()  # one sync
+        totals.add(loss, outputs, labels)
+        advance(1, totals.running)  # the bar reads the totals only when it redraws
+    means, bad_step = totals.finish(sharded=shard is not None)
     if bad_step >= 0:
-        raise NonFiniteLoss(epoch + 1, int(bad_step) + 1)
-    if count == 0:
-        return {"loss": float("nan"), **{name: float("nan") for name in task.stat_names}}
-    return {
-        "loss": loss_sum / count,
-        **{n: s / count for n, s in zip(task.stat_names, sums, strict=True)},
-        "lr": lr,
-    }
+        raise NonFiniteLoss(epoch + 1, bad_step + 1)
+    return {**means, "lr": lr}  # with no step, the optimiser's lr as it stands
