@@ -26,7 +26,11 @@ def plan(args: argparse.Namespace) -> list[str]:
     for name in args.benchmarks:
         if name == "train":
             keys = ", ".join(w.key for w in args.workloads)
-            lines.append(f"train: {keys} on cuda (cnnlab, DataLoader, hand-written loop)")
+            lines.append(
+                f"train: {keys} on cuda (cnnlab, Keras 3 on PyTorch + ImageDataGenerator where the "
+                "model is a Keras layer list, DataLoader, hand-written loop, and for ResNet-50 "
+                "the synthetic-data ceiling)"
+            )
         elif name == "augment":
             lines.append(
                 "augment: cnnlab cpu + cuda, torchvision cpu, Keras cpu (where .venv-bench is)"

@@ -1,4 +1,4 @@
-"""What both Keras peer scripts need before and after TensorFlow loads. Standard library only:
+"""What both Keras peer scripts need before and after Keras loads. Standard library only:
 it runs in .venv-bench, beside `keras_peer.py` and `keras_train_peer.py`, which import it as a
 sibling (a script's own folder is on its sys.path)."""
 
@@ -25,16 +25,28 @@ def limit_threads(threads: int) -> None:
 
 def image_data_generator() -> tuple[type, str]:
     """The class, and where it came from: Keras 2 / early Keras 3 export it publicly; Keras 3.x
-    later keeps it (deprecated) only under tf.keras."""
+    later keeps it (deprecated) only in its tf.keras namespace, which imports without
+    TensorFlow (the torch backend on the GPU image), and TensorFlow's own tf.keras has it."""
     try:
         from keras.preprocessing.image import ImageDataGenerator
 
         return ImageDataGenerator, "keras.preprocessing.image.ImageDataGenerator"
     except ImportError:
+        pass
+    try:
+        from keras._tf_keras.keras.preprocessing.image import ImageDataGenerator
+
+        return ImageDataGenerator, "keras._tf_keras.keras.preprocessing.image.ImageDataGenerator"
+    except ImportError:
         import tensorflow as tf
 
         generator = tf.keras.preprocessing.image.ImageDataGenerator
         return generator, "tf.keras.preprocessing.image.ImageDataGenerator"
+
+
+def torch_backend() -> bool:
+    """Keras on PyTorch (KERAS_BACKEND=torch): on CUDA where there is one, no TensorFlow."""
+    return os.environ.get("KERAS_BACKEND") == "torch"
 
 
 def versions(source: str) -> dict:
@@ -44,6 +56,15 @@ def versions(source: str) -> dict:
     import scipy
 
     found = {"keras": keras.__version__, "numpy": numpy.__version__, "scipy": scipy.__version__}
+    found["backend"] = keras.backend.backend()
+    if torch_backend():
+        import torch
+
+        return (
+            found
+            | {"torch": torch.__version__, "python": sys.version.split()[0]}
+            | {"generator": source}
+        )
     try:
         import tensorflow as tf
 

@@ -4,6 +4,7 @@ Runs in its own environment (`make bench-env` builds .venv-bench with keras + te
 never in the project's .venv, and imports nothing from cnnlab:
 
     .venv-bench/bin/python bench/keras_train_peer.py JOB.json [JOB.json ...]
+    KERAS_BACKEND=torch python3 bench/keras_train_peer.py JOB.json  # GPU image: Keras on CUDA
 
 The job (written by bench/train.py) names the .npy files of the training and validation splits,
 the layer list (Keras's own words: Conv2D, MaxPooling2D, Flatten, Dense, Dropout), the
@@ -22,7 +23,7 @@ import json
 import sys
 import time
 
-from keras_env import image_data_generator, limit_threads, versions
+from keras_env import image_data_generator, limit_threads, torch_backend, versions
 
 GENERATOR_KEYS = (  # the ImageDataGenerator parameters a cnnlab preset may set
     "rotation_range",
@@ -94,6 +95,14 @@ def memory_mb(field: str) -> float:
     return 0.0
 
 
+def gpu_peak_mb(device: str) -> float | None:
+    if device != "cuda":
+        return None
+    import torch
+
+    return torch.cuda.max_memory_allocated() / 2**20
+
+
 def train(job: dict, generator_class: type) -> dict:
     import keras
     import numpy as np
@@ -135,10 +144,17 @@ def main(argv: list[str] | None = None) -> int:
         with open(path, encoding="utf-8") as handle:
             jobs.append(json.load(handle))
     limit_threads(jobs[0]["threads"])
-    import tensorflow as tf
+    device = "cpu"
+    if torch_backend():  # the GPU image: Keras on PyTorch, which puts the model on CUDA
+        import torch
 
-    tf.config.threading.set_intra_op_parallelism_threads(jobs[0]["threads"])
-    tf.config.threading.set_inter_op_parallelism_threads(jobs[0]["threads"])
+        torch.set_num_threads(jobs[0]["threads"])
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    else:
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(jobs[0]["threads"])
+        tf.config.threading.set_inter_op_parallelism_threads(jobs[0]["threads"])
     import keras
 
     generator_class, source = image_data_generator()
@@ -148,10 +164,10 @@ def main(argv: list[str] | None = None) -> int:
         found = train(job, generator_class) | {
             "workload": job["workload"],
             "pipeline": "keras",
-            "device": "cpu",
+            "device": device,
             "rss_mb": memory_mb("VmHWM"),
             "import_rss_mb": baseline,
-            "gpu_peak_mb": None,
+            "gpu_peak_mb": gpu_peak_mb(device),
             "versions": about,
         }
         print(json.dumps(found), flush=True)

@@ -27,7 +27,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-PIPELINES = ("cnnlab", "idiomatic", "reference")
+PIPELINES = ("cnnlab", "idiomatic", "reference", "synthetic")
 
 
 def limit_threads(threads: int) -> None:
@@ -125,8 +125,11 @@ def run_peer(job: dict[str, Any], pipeline: str, device: str) -> dict[str, Any]:
     from bench import train_peers
 
     arrays = {name: np.load(path) for name, path in job["arrays"].items()}
-    run = train_peers.run_idiomatic if pipeline == "idiomatic" else train_peers.run_reference
-    records, model = run(job, arrays, torch.device(device))
+    if pipeline == "idiomatic":
+        records, model = train_peers.run_idiomatic(job, arrays, torch.device(device))
+    else:
+        synthetic = pipeline == "synthetic"
+        records, model = train_peers.run_reference(job, arrays, torch.device(device), synthetic)
     return {
         "records": records,
         "params": sum(p.numel() for p in model.parameters()),

@@ -1,7 +1,9 @@
-"""The two PyTorch peers of the training benchmark, written without cnnlab's training code.
+"""The PyTorch peers of the training benchmark, written without cnnlab's training code.
 
 - idiomatic: a `Dataset` of uint8 images with per-sample torchvision v2 transforms in a
   `DataLoader` with workers; the model takes float batches copied to the device each step.
+- synthetic (CUDA, ResNet-50): the reference's steps on one fixed random batch, the model's
+  ceiling with no data pipeline at all;
 - reference: a hand-written, device-resident loop: the training split is one uint8 tensor on
   the device, each batch is augmented as a whole (one affine matrix per image, applied with
   `affine_grid` + `grid_sample`), channels_last, bf16 autocast (+ torch.compile) on CUDA,
@@ -213,7 +215,16 @@ def augment_batch(x: torch.Tensor, augment: dict[str, Any], generator: torch.Gen
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
-def run_reference(job: dict[str, Any], arrays: dict[str, np.ndarray], device: torch.device):
+def run_reference(
+    job: dict[str, Any],
+    arrays: dict[str, np.ndarray],
+    device: torch.device,
+    synthetic: bool = False,
+):
+    """With `synthetic`, the model's ceiling: the same training steps on one fixed batch of
+    random inputs, already normalised and laid out on the device, so no gather, augmentation or
+    conversion is left between steps (what a pipeline from a JPEG folder is measured against);
+    validation as the reference's."""
     torch.manual_seed(job["seed"])
     model, head = build_network(job)
     layout = torch.channels_last  # faster on both: cuDNN tensor cores, oneDNN on the CPU
@@ -226,14 +237,19 @@ def run_reference(job: dict[str, Any], arrays: dict[str, np.ndarray], device: to
     y_val = torch.from_numpy(arrays["y_val"]).to(device)
     generator = torch.Generator(device=device).manual_seed(job["seed"])
     batch, records = job["batch_size"], []
+    fixed = torch.rand(batch, *x_train.shape[1:], device=device, generator=generator)
+    fixed = fixed.contiguous(memory_format=layout)  # 0..1, as the augmented batches are
     for _ in range(job["epochs"]):
         start = time.perf_counter()
         model.train()
         order = torch.randperm(len(y_train), device=device, generator=generator)
         for first in range(0, len(order), batch):
             index = order[first : first + batch]
-            x = augment_batch(x_train[index].float(), job["augment"], generator)
-            x = x.mul_(1 / 255).contiguous(memory_format=layout)
+            if synthetic:
+                x = fixed[: len(index)]
+            else:
+                x = augment_batch(x_train[index].float(), job["augment"], generator)
+                x = x.mul_(1 / 255).contiguous(memory_format=layout)
             with autocast(device):
                 logits = step_model(x)
             loss, _ = loss_and_correct(logits, y_train[index], head)

@@ -15,6 +15,7 @@ printed reason (Keras, tensorflow-cpu, then has no row). A model cnnlab cannot b
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,9 @@ class Workload:
     quick: Size
     peer_model: dict[str, Any] = field(default_factory=dict)  # empty: cnnlab's zoo layer list
     gpu_only: bool = False
+    ceiling: bool = False  # CUDA: also the synthetic-data ceiling (the reference on one batch)
     speed_goal: float | None = None  # the issue's CPU goal: cnnlab img/s ÷ Keras img/s
+    cuda_speed_goal: float | None = None  # the same on one GPU (Keras 3 on PyTorch there)
 
     def size(self, quick: bool) -> Size:
         return self.quick if quick else self.full
@@ -70,6 +73,7 @@ WORKLOADS: tuple[Workload, ...] = (
         optimizer={"name": "rmsprop", "lr": 1e-4},  # examples/s4_catsdogs.yaml
         target=0.6,  # S4's given baseline reached 0.57, the report 0.797 after 40 epochs
         speed_goal=3.0,
+        cuda_speed_goal=30.0,  # at S4's batch 40, Keras 3 on PyTorch on the same GPU
         full=Size(per_class=None, epochs=4),  # 300 train, 150 validation images
         quick=Size(per_class=12, epochs=2),
     ),
@@ -122,6 +126,7 @@ WORKLOADS: tuple[Workload, ...] = (
         quick=Size(per_class=32, epochs=2),
         peer_model={"timm": "resnet50"},
         gpu_only=True,
+        ceiling=True,
     ),
     Workload(
         key="efficientnet_lite0",
@@ -152,6 +157,7 @@ class Prepared:
     layers: list[Any] | None  # cnnlab's layer list for the peers, when the model is in its zoo
     train_size: int
     val_size: int
+    decode_s: float  # cnnlab's load_data into the empty cache: the folder's one-time cost
 
 
 def missing(datasets: Path, workloads: tuple[Workload, ...] = WORKLOADS) -> list[Path]:
@@ -173,7 +179,9 @@ def prepare(workload: Workload, datasets: Path, work: Path, quick: bool) -> Prep
             datasets / workload.dataset / name, folder, workload.size(quick).per_class, pattern
         )
     cache_dir = work / "cache"
+    started = time.perf_counter()
     data = load_data(cnnlab_data(workload, folder, cache_dir), seed=0)
+    decode_s = time.perf_counter() - started
     arrays: dict[str, Path] = {}
     for split, tag in (("train", "train"), ("val", "val")):
         part = data.splits[split]
@@ -193,4 +201,5 @@ def prepare(workload: Workload, datasets: Path, work: Path, quick: bool) -> Prep
         layers=layers,
         train_size=len(data.splits["train"]),
         val_size=len(data.splits["val"]),
+        decode_s=decode_s,
     )

@@ -67,3 +67,87 @@ def test_quick_train_benchmark_gives_every_pipeline_and_workload_a_row(tmp_path,
     assert saved["ratios"] and all(ratio["value"] > 0 for ratio in saved["ratios"])
     assert saved["machine"]["cpu_count"] >= 1 and saved["settings"]["cpu_threads"] == 2
     assert (tmp_path / "train.md").read_text(encoding="utf-8") in printed
+    decoded = saved["settings"]["decoded"]  # the folder's one-time decode, stated apart
+    assert set(decoded) == {w.key for w in train_workloads.WORKLOADS if w.key in rows_of(rows)}
+    assert all(d["seconds"] > 0 and d["images"] > 0 for d in decoded.values())
+    assert "Decoding once into cnnlab's cache" in printed
+
+
+def rows_of(rows: dict) -> set[str]:
+    return {key.split("/")[0] for key in rows}
+
+
+def test_cuda_plan_adds_keras_on_pytorch_and_the_synthetic_ceiling_to_resnet50():
+    _import_bench()
+    from bench import train, train_workloads
+
+    groups = train.plan(list(train_workloads.WORKLOADS), ("cuda",), quick=False)
+    ceilings = [group[2][0].key for group in groups if group[0] == "synthetic"]
+    assert ceilings == ["resnet50"]
+    pipelines = {group[0] for group in groups}
+    assert pipelines == {"cnnlab", "keras", "idiomatic", "reference", "synthetic"}
+    keras = [group[2][0].key for group in groups if group[0] == "keras"]  # Keras layer lists
+    assert keras == [w.key for w in train_workloads.WORKLOADS if not w.peer_model]
+    cpu = train.plan(list(train_workloads.WORKLOADS), ("cpu",), quick=False)
+    assert "synthetic" not in {group[0] for group in cpu}
+
+
+def test_synthetic_ceiling_trains_on_one_fixed_batch_whatever_the_training_pixels(
+    tmp_path, require
+):
+    """The ceiling's steps read no training image: zeroing them changes nothing it measures."""
+    _import_bench()
+    _require_datasets(require)
+    import numpy as np
+    import torch
+
+    from bench import train, train_peers, train_workloads
+
+    workload = next(w for w in train_workloads.WORKLOADS if w.key == "s3_basenet")
+    jobs, _ = train.prepare_jobs(workload, DATASETS, tmp_path, True, ("cpu",))
+    job = json.loads(jobs["cpu"].read_text(encoding="utf-8"))
+    arrays = {name: np.load(path) for name, path in job["arrays"].items()}
+    cpu = torch.device("cpu")
+    records, ceiling = train_peers.run_reference(job, arrays, cpu, synthetic=True)
+    blank = arrays | {"x_train": np.zeros_like(arrays["x_train"])}
+    _, ceiling_blank = train_peers.run_reference(job, blank, cpu, synthetic=True)
+    assert len(records) == job["epochs"]
+    assert all(0.0 <= r["val_accuracy"] <= 1.0 for r in records)
+    assert all(map(torch.equal, weights(ceiling), weights(ceiling_blank)))
+    _, reference = train_peers.run_reference(job, arrays, cpu)
+    _, reference_blank = train_peers.run_reference(job, blank, cpu)
+    assert not all(map(torch.equal, weights(reference), weights(reference_blank)))
+
+
+def weights(model) -> list:
+    return [p.detach() for p in model.parameters()]
+
+
+def test_cuda_ratios_carry_the_gpu_goals_and_keras_on_the_same_gpu():
+    _import_bench()
+    from bench import train_workloads
+    from bench.train_report import TrainRow, ratios
+
+    s4 = next(w for w in train_workloads.WORKLOADS if w.key == "s4_catsdogs")
+
+    def row(pipeline: str, device: str, seconds: float) -> TrainRow:
+        records = [{"seconds": seconds, "val_accuracy": 0.5}] * 3  # 300 images an epoch
+        return TrainRow(
+            f"s4_catsdogs/{pipeline}/{device}", s4, pipeline, device, 1, 300, 150, records,
+            1.0, 1.0, 1.0, None,
+        )  # fmt: skip
+
+    rows = [
+        row("cnnlab", "cuda", 1.0),
+        row("keras", "cuda", 20.0),  # 20x: below the 30x goal
+        row("keras", "cpu", 100.0),  # another device: the CUDA row's peer is the GPU's Keras
+        row("reference", "cuda", 1.05),  # cnnlab 1.05x: met
+        row("synthetic", "cuda", 0.8),  # cnnlab 0.8x of the ceiling: missed
+    ]
+    found = {r.name: r for r in ratios(rows)}
+    keras = found["s4_catsdogs: cnnlab cuda vs keras cuda, img/s"]
+    assert keras.value == 20.0 and "goal ≥ 30x: NOT met" in keras.meaning
+    assert "goal ≥ 0.9x: met" in found["s4_catsdogs: cnnlab cuda vs reference cuda, img/s"].meaning
+    ceiling = found["s4_catsdogs: cnnlab cuda vs synthetic cuda, img/s"]
+    assert ceiling.value == 0.8 and "goal ≥ 0.9x: NOT met" in ceiling.meaning
+    assert not any("keras cpu" in name for name in found if "cuda" in name.split(" vs ")[0])

@@ -22,6 +22,9 @@ from cnnlab.train.compiled import batch_sizes, warm_up
 from cnnlab.train.loop import Trainee
 
 DEVICE = select_device("auto")
+# compiled and eager training agree to float32 rounding on the CPU; on CUDA both train in bf16
+# autocast, where the compiled graph's fused kernels round differently from eager's
+AGREEMENT = {"rel": 1e-4, "abs": 1e-5} if DEVICE.type == "cpu" else {"rel": 0.05, "abs": 0.02}
 LAYERS = [
     {"Conv2D": {"filters": 4, "kernel_size": 3, "activation": "relu"}},
     {"BatchNormalization": {}},
@@ -87,7 +90,7 @@ def run(tmp_path: Path, source: Path, name: str, compile_mode: str):
         "seed": 0,
         "data": {"source": str(source), "validation_split": 0.25},
         "model": {"layers": layers},
-        "train": {"batch_size": 4, "epochs": 2, "device": "cpu", "compile": compile_mode},
+        "train": {"batch_size": 4, "epochs": 2, "device": "auto", "compile": compile_mode},
     }
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
@@ -105,5 +108,5 @@ def test_compiled_run_reports_its_compile_time_and_trains_like_an_eager_one(tmp_
     assert "Compiled in" in compiled_out and "Compiled in" not in eager_out
     for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
         assert [float(row[key]) for row in compiled] == pytest.approx(
-            [float(row[key]) for row in eager], rel=1e-4, abs=1e-5
+            [float(row[key]) for row in eager], **AGREEMENT
         ), key

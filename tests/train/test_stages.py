@@ -111,7 +111,7 @@ def staged_config(tmp_path: Path) -> Path:
         "train": {
             "batch_size": 8,
             "deterministic": True,
-            "device": "cpu",
+            "device": "auto",  # CUDA where there is one (make gpu-check)
             "optimizer": {"name": "adam"},
         },
     }
