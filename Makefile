@@ -59,7 +59,7 @@ GPU_PYTHON := $(if $(wildcard $(BIN)/python),$(BIN)/python,python3)
 FETCH_WHEELS := ../shared/gpu/fetch-wheels.sh
 GPU_WHEELS = $$(grep -v 'sdist only' bench/gpu_wheels.txt | sed 's/\#.*//')
 GPU_SDISTS = $$(grep 'sdist only' bench/gpu_wheels.txt | sed 's/\#.*//')
-.PHONY: gpu-check gpu-wheels gpu-data
+.PHONY: gpu-check gpu-wheels gpu-data speed-data
 
 gpu-check:
 	PYTHON=$(GPU_PYTHON) bash bench/gpu_check.sh
@@ -71,3 +71,9 @@ gpu-wheels:
 
 gpu-data:
 	$(GPU_PYTHON) -m bench.gpu_data
+
+# The complete CIFAR-10 (60 MiB) for the speed recipe (GPU_CHECK_PHASES=speed): too large to
+# travel with .whl and .gpu-data, so a device call of its own carries it (BENCHMARKS.md).
+speed-data:
+	mkdir -p .speed-data/cifar10
+	cp ../shared/datasets/cifar10/train.zip ../shared/datasets/cifar10/test.zip .speed-data/cifar10/

@@ -13,8 +13,10 @@
 # command lines, output folder), then exits 0.
 #
 # Knobs (environment): GPU_CHECK_BUDGET_S (450: the whole run, set-up included),
-# GPU_CHECK_PHASES ("tests augment train"), GPU_CHECK_WORKLOADS (training workloads, in order),
-# GPU_CHECK_TEST_S (210), GPU_CHECK_TEST_WORKERS (8, with pytest-xdist), PYTHON (python3).
+# GPU_CHECK_PHASES ("tests augment train"; "speed", a call of its own: the CIFAR-10 speed recipe
+# over GPU_CHECK_SPEED_SEEDS (5) seeds on GPU_CHECK_SPEED_DATA, .speed-data/cifar10),
+# GPU_CHECK_WORKLOADS (training workloads, in order), GPU_CHECK_TEST_S (210),
+# GPU_CHECK_TEST_WORKERS (8, with pytest-xdist), PYTHON (python3).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -29,6 +31,7 @@ SITE=${GPU_CHECK_SITE:-/tmp/site}
 RESERVE_S=15  # kept back for the summary and the bundle
 if [ -n "${OUT:-}" ]; then DEST=$OUT; else DEST=$ROOT/bench/out/gpu_check; fi
 if [ -d "$ROOT/.gpu-data" ]; then DATA=$ROOT/.gpu-data; else DATA=$ROOT/../shared/datasets; fi
+SPEED_DATA=${GPU_CHECK_SPEED_DATA:-$ROOT/.speed-data/cifar10}  # the complete CIFAR-10 (60 MiB)
 
 # One requirement (NAME==VERSION) a line, comments and blanks dropped.
 read_list() { sed -e 's/#.*//' -e 's/[[:space:]]//g' "$1" | grep -v '^$' || true; }
@@ -77,6 +80,12 @@ dry_run() {
   local probe
   probe=$(mktemp -d)
   "$PY" -m bench.gpu_rows --dry-run "${BENCH_ARGS[@]}" --out "$probe" | sed 's/^/gpu-check: bench: /'
+  if [ -f "$SPEED_DATA/train.zip" ]; then
+    "$PY" -m bench.gpu_speed --dry-run --data "$SPEED_DATA" --out "$probe/speed" |
+      sed 's/^/gpu-check: speed: /'
+  else
+    say "speed: no $SPEED_DATA/train.zip here (make speed-data); GPU_CHECK_PHASES=speed runs it"
+  fi
   rm -rf "$probe"
   mkdir -p "$DEST" && touch "$DEST/.write-probe" && rm "$DEST/.write-probe"
   say "output folder $DEST: writable"
@@ -115,7 +124,7 @@ finish() {
     for phase in "${ORDER[@]}"; do echo "| $phase | ${STATUS[$phase]} | ${SPENT[$phase]:-0} |"; done
     echo
     echo "Total $((SECONDS - START)) s of a ${BUDGET} s budget."
-    for phase in "$WORK"/augment/augment.md "$WORK"/train-*/train.md; do
+    for phase in "$WORK"/augment/augment.md "$WORK"/train-*/train.md "$WORK"/speed/speed.md; do
       if [ -f "$phase" ]; then echo; cat "$phase"; fi
     done
   } >"$summary"
@@ -204,6 +213,16 @@ if [[ " $PHASES " == *" train "* ]]; then
     run_phase "train-$workload" "$(remaining)" "$PY" -m bench.gpu_rows --only train \
       --workload "$workload" --datasets "$DATA" --out "$WORK/train-$workload"
   done
+fi
+
+if [[ " $PHASES " == *" speed "* ]]; then
+  if [ -f "$SPEED_DATA/train.zip" ]; then
+    run_phase speed "$(remaining)" "$PY" -m bench.gpu_speed --data "$SPEED_DATA" \
+      --seeds "${GPU_CHECK_SPEED_SEEDS:-5}" --out "$WORK/speed"
+  else
+    ORDER+=(speed)
+    STATUS[speed]="not run: no $SPEED_DATA/train.zip (make speed-data, carried on its own)"
+  fi
 fi
 
 exit "$FAILED"

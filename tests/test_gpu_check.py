@@ -4,6 +4,7 @@ command a GPU session runs first is known to work before the GPU is there."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -43,3 +44,31 @@ def test_without_cuda_the_check_says_so_and_dry_runs_its_cpu_side_steps(tmp_path
     assert f"output folder {tmp_path}: writable" in out
     assert "dry run passed" in out
     assert list(tmp_path.iterdir()) == []  # a dry run leaves nothing behind
+
+
+def test_speed_recipe_runs_its_seeds_through_cnnlab_run_and_times_them_apart(tmp_path, require):
+    """`python -m bench.gpu_speed` (the GPU's speed phase) on a CPU-sized cut of CIFAR-10."""
+    data = ROOT.parent / "shared" / "datasets" / "cifar10"
+    require(data / "train.zip")
+    cut = ["--set", "data.max_per_class=10", "--set", "train.epochs=1"]
+    command = [sys.executable, "-m", "bench.gpu_speed", "--data", str(data), "--seeds", "2"]
+    done = subprocess.run(
+        [*command, *cut, "--out", str(tmp_path)],
+        capture_output=True, text=True, cwd=ROOT, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    saved = json.loads((tmp_path / "speed.json").read_text(encoding="utf-8"))
+    assert [row["seed"] for row in saved["rows"]] == [0, 1]
+    for row in saved["rows"]:
+        assert 0.0 <= row["test_accuracy"] <= 1.0 and row["epochs"] == 1
+        assert 0 < row["train_s"] < row["wall_s"] and row["data_s"] > 0
+    assert "goal ≥ 90.8% in ≤ 3 s: NOT met" in done.stdout  # one epoch of 100 images
+
+
+def test_speed_recipe_without_the_complete_cifar10_says_how_to_get_it(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.gpu_speed", "--data", str(tmp_path), "--dry-run"],
+        capture_output=True, text=True, cwd=ROOT, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert f"{tmp_path} lacks train.zip, test.zip: make speed-data" in done.stderr
