@@ -100,7 +100,6 @@ def test_synthetic_ceiling_trains_on_one_fixed_batch_whatever_the_training_pixel
     _require_datasets(require)
     import numpy as np
     import torch
-
     from bench import train, train_peers, train_workloads
 
     workload = next(w for w in train_workloads.WORKLOADS if w.key == "s3_basenet")
