@@ -66,10 +66,11 @@ def _check_relative_paths(raw: dict[str, Any], config: Path) -> None:
 MAX_DEPTH = 64
 
 
-def read_yaml(path: Path) -> dict[str, Any]:
+def read_yaml(path: Path, what: str = "experiment file") -> dict[str, Any]:
+    """`what`: the file's kind, as the errors name it (an experiment, study or sweep file)."""
     if not path.is_file():
-        raise ConfigError(f"{path}: no such experiment file")
-    text = read_text(path)
+        raise ConfigError(f"{path}: no such {what}")
+    text = read_text(path, what)
     try:
         raw = yaml.load(text, Loader=StrictLoader)  # a SafeLoader: no tag runs code
     except yaml.YAMLError as err:
@@ -152,7 +153,11 @@ def _refuse_repeated_keys(loader: StrictLoader, node: yaml.MappingNode) -> None:
         first[key] = key_node
 
 
-def read_text(path: Path) -> str:
+def article(noun: str) -> str:
+    return "an" if noun[:1] in "aeiou" else "a"
+
+
+def read_text(path: Path, what: str = "experiment file") -> str:
     """The file as UTF-8 text (a UTF-8 byte-order mark allowed); anything else is refused."""
     data = path.read_bytes()
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
@@ -165,7 +170,7 @@ def read_text(path: Path) -> str:
     except UnicodeDecodeError as err:
         raise ConfigError(
             f"{path}: not a text file in UTF-8 (byte 0x{data[err.start]:02x} at offset "
-            f"{err.start}); an experiment file is YAML text, saved as UTF-8"
+            f"{err.start}); {article(what)} {what} is YAML text, saved as UTF-8"
         ) from None
     if "\x00" in text:  # UTF-16 without its mark, or a binary file that happens to decode
         raise ConfigError(f"{path}: holds NUL bytes, so it is not YAML text; save it as UTF-8")

@@ -105,3 +105,8 @@ def test_the_experiment_is_found_beside_the_study_file_wherever_it_is_run_from(
     study = load_study(path)
     assert [c.name for c in study.cells()] == ["base"]
     assert study.name == "compare"
+
+
+def test_a_missing_study_file_is_named_as_a_study_file(tmp_path):
+    with pytest.raises(ConfigError, match=r"nope\.yaml: no such study file"):
+        load_study(tmp_path / "nope.yaml")

@@ -141,3 +141,12 @@ def test_the_example_sweep_passes_every_check(monkeypatch):
         "train.optimizer.name",
         "train.batch_size",
     }
+
+
+def test_a_missing_or_binary_sweep_file_is_named_as_a_sweep_file(tmp_path):
+    with pytest.raises(ConfigError, match=r"nope\.yaml: no such sweep file"):
+        load_sweep(tmp_path / "nope.yaml")
+    binary = tmp_path / "sweep.yaml"
+    binary.write_bytes(b"metric: \xff\xfe\x00")
+    with pytest.raises(ConfigError, match=r"not a text file in UTF-8 .* a sweep file is YAML"):
+        load_sweep(binary)

@@ -165,7 +165,7 @@ def load_study(path: str | Path, overrides: list[str] | None = None) -> Study:
     """The study in `path`; `overrides` (`key=value`, as `--set`) change every run, over the
     cells' own values (`--set train.epochs=3` shortens them all)."""
     path = Path(path)
-    spec = validate(read_yaml(path), StudyFile, source=str(path))
+    spec = validate(read_yaml(path, "study file"), StudyFile, source=str(path))
     if spec.ladder is not None and (spec.matrix or spec.variants):
         raise ConfigError(
             f"{path}: ladder: climbs one configuration step by step; a matrix or variants "

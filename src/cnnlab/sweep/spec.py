@@ -183,7 +183,7 @@ class Sweep:
 def load_sweep(path: str | Path) -> Sweep:
     """The sweep in `path`, every check done: nothing has run when this raises ConfigError."""
     path = Path(path)
-    spec = validate(read_yaml(path), SweepFile, source=str(path))
+    spec = validate(read_yaml(path, "sweep file"), SweepFile, source=str(path))
     base = base_experiment(path, spec.experiment, "sweep")
     for key, value in spec.set.items():
         set_dotted_at(base, key, value, f"{path}: set")
