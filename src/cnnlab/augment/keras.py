@@ -252,14 +252,14 @@ def _warp(x: torch.Tensor, m: torch.Tensor, mode: str, cval: float) -> torch.Ten
     """Bilinear resampling of every image at its matrix's source points (scipy order 1)."""
     h, w = x.shape[-2:]
     m = m.to(device=x.device, dtype=torch.float32)
-    sample = partial(F.grid_sample, x, mode="bilinear", padding_mode="border", align_corners=True)
+    resample = partial(F.grid_sample, x, mode="bilinear", padding_mode="border", align_corners=True)
     if mode == "nearest":  # border padding clamps to the edge pixels, as scipy's 'nearest'
         grid = _mapped(_to_grid(h, w, x.device) @ m, h, w)  # (x, y) in [-1, 1], in one go
-        return sample(grid.permute(0, 2, 3, 1))  # grid_sample reads the permuted view as is
+        return resample(grid.permute(0, 2, 3, 1))  # grid_sample reads the permuted view as is
     u, v = _mapped(m[:, :2], h, w).unbind(1)  # source row and column, pixels
     gx = _into_image(v, w, mode) * (2 / max(w - 1, 1)) - 1
     gy = _into_image(u, h, mode) * (2 / max(h - 1, 1)) - 1
-    out = sample(torch.stack((gx, gy), dim=-1))
+    out = resample(torch.stack((gx, gy), dim=-1))
     if mode == "constant":  # scipy: cval wherever the source lies outside, no blending
         inside = (u >= 0) & (u <= h - 1) & (v >= 0) & (v <= w - 1)
         out = torch.where(inside.unsqueeze(1), out, cval)
