@@ -59,6 +59,7 @@ from cnnlab.train.callbacks import (
     EarlyStopping,
     EpochLine,
     HistoryCSV,
+    RankRandomness,
     StopOnNonFinite,
     TrainState,
 )
@@ -129,9 +130,12 @@ def run_trained(
     stages = stages_of(cfg.model, cfg.train)
     epochs = sum(stage.epochs for stage in stages)
 
+    part = distributed.current()
+    ranked = [RankRandomness(cfg.seed, part.rank)] if part is not None and part.world > 1 else []
+
     def stage_callbacks(trainee: Trainee, _end: int) -> list[Callback]:
         own = default_callbacks(cfg, folder, trainee, console, epochs, val is not None, tuned)
-        return [*(own if main else deciding(own)), *callbacks]
+        return [*ranked, *(own if main else deciding(own)), *callbacks]
 
     def fit(batches: DeviceBatches, saved: dict[str, Any] | None, state: TrainState) -> Fitted:
         return run_stages(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
@@ -142,6 +143,22 @@ class HistoryCSV(Callback):
 
     def on_epoch_end(self, state: TrainState, logs: dict[str, float]) -> None:
         write_history(self.path, state.history, self.columns)
+
+
+class RankRandomness(Callback):
+    """torchrun with several processes: at each epoch's start, torch's own generators (Dropout's
+    masks, drop path) are seeded from (seed, epoch, rank), so each process's slice of a batch
+    draws its own masks, as one process's batch would, instead of every process repeating the
+    same ones at the same positions; a resumed run draws them again. Not used by a plain run or
+    a single process, which keep their one stream."""
+
+    def __init__(self, seed: int, rank: int):
+        self.seed, self.rank = seed, rank
+
+    def on_epoch_begin(self, state: TrainState, epoch: int) -> None:
+        stream = f"cnnlab.rank_randomness:{self.seed}:{epoch}:{self.rank}".encode()
+        digest = hashlib.blake2b(stream, digest_size=8).digest()
+        torch.manual_seed(int.from_bytes(digest, "little") >> 1)  # every device's generator
 
 
 class Checkpoint(Callback):
