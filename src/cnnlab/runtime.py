@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import random
 
@@ -52,3 +53,14 @@ def autocast(device: torch.device) -> contextlib.AbstractContextManager:
 # convolutions want it, and so do oneDNN's direct CPU kernels (training the reports' models on
 # 2 CPU cores: 1.3-1.4x faster than the default layout, see BENCHMARKS.md).
 IMAGE_LAYOUT = torch.channels_last
+
+
+@functools.lru_cache(maxsize=256)
+def device_constant(values: tuple, device: torch.device) -> torch.Tensor:
+    """A small float32 constant on `device`, made once: on CUDA copied from pinned memory
+    without the host waiting (a plain torch.tensor(..., device="cuda") synchronises, once per
+    call, which in a per-batch transform is a host sync per batch). Callers must not modify it."""
+    host = torch.tensor(values, dtype=torch.float32)
+    if device.type != "cuda":
+        return host.to(device)
+    return host.pin_memory().to(device, non_blocking=True)

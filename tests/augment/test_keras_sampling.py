@@ -144,3 +144,38 @@ def test_from_config_keeps_keras_names_and_expands_a_zoom_float():
     assert p.horizontal_flip and not p.vertical_flip and p.channel_shift_range == 10
     assert KerasParams.from_config(AugmentConfig(zoom_range=(0.5, 1.0))).zoom_range == (0.5, 1.0)
     assert KerasParams.from_config(AugmentConfig()).is_identity
+
+
+def test_the_run_transforms_never_wait_for_the_host_and_standardise_as_fitted():
+    """Training and evaluation transforms of a feature-wise normalised run, on the device (CUDA
+    under sync-debug 'error': a host copy per batch would raise) and on the CPU."""
+    import numpy as np
+
+    from cnnlab.augment.pipeline import build_transforms
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    cfg = AugmentConfig(
+        rotation_range=10, horizontal_flip=True, featurewise_center=True,
+        featurewise_std_normalization=True,
+    )  # fmt: skip
+    images = (np.random.default_rng(0).random((16, 3, 12, 12)) * 255).astype(np.uint8)
+    train, evaluate = build_transforms(cfg, images, seed=0, device=device)
+    batch = torch.from_numpy(images).to(device)
+    if device.type == "cuda":
+        torch.cuda.set_sync_debug_mode("error")
+    try:
+        augmented, standardised = train(batch), evaluate(batch)
+    finally:
+        if device.type == "cuda":
+            torch.cuda.set_sync_debug_mode("default")
+    assert augmented.device.type == standardised.device.type == device.type
+    per_channel = standardised.double().transpose(0, 1).reshape(3, -1)
+    torch.testing.assert_close(
+        per_channel.mean(1), torch.zeros(3, dtype=torch.float64).to(device), atol=1e-5, rtol=0
+    )
+    torch.testing.assert_close(
+        per_channel.std(1, correction=0),
+        torch.ones(3, dtype=torch.float64).to(device),
+        atol=1e-4,
+        rtol=0,
+    )

@@ -27,6 +27,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from cnnlab.runtime import device_constant
+
 
 @dataclass(frozen=True)
 class KerasParams:
@@ -142,8 +144,8 @@ def _ranges(
     lo = [float(bounds[f][0]) for f in _UNIFORM_FIELDS]
     span = [float(bounds[f][1] - bounds[f][0]) for f in _UNIFORM_FIELDS]
     heads = [0.5 * p.horizontal_flip, 0.5 * p.vertical_flip]  # U(0, 1) < 0 never holds
-    lo_t, span_t, heads_t = (torch.tensor(v, device=device).view(-1, 1) for v in (lo, span, heads))
-    return lo_t, span_t, heads_t
+    lo_t, span_t, heads_t = (device_constant(tuple(v), device) for v in (lo, span, heads))
+    return lo_t.view(-1, 1), span_t.view(-1, 1), heads_t.view(-1, 1)
 
 
 def _integer_shift(n: int, r: int, g: torch.Generator) -> torch.Tensor:
@@ -230,12 +232,11 @@ def _pixel_axes(height: int, width: int, device: torch.device) -> tuple[torch.Te
     return rows, cols
 
 
-@lru_cache(maxsize=16)
 def _to_grid(height: int, width: int, device: torch.device) -> torch.Tensor:
     """(2, 3): pixel (row, col, 1) to grid_sample's (x = column, y = row) in [-1, 1], the
     corner pixels' centres at ±1 (align_corners=True)."""
     x_scale, y_scale = 2 / max(width - 1, 1), 2 / max(height - 1, 1)
-    return torch.tensor([[0.0, x_scale, -1.0], [y_scale, 0.0, -1.0]], device=device)
+    return device_constant((0.0, x_scale, -1.0, y_scale, 0.0, -1.0), device).view(2, 3)
 
 
 def _mapped(affine: torch.Tensor, height: int, width: int) -> torch.Tensor:

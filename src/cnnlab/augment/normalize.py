@@ -19,6 +19,7 @@ import torch
 from cnnlab.atomic import write_text
 from cnnlab.config import AugmentConfig
 from cnnlab.preprocessing import Preprocessing
+from cnnlab.runtime import device_constant
 
 EPSILON = 1e-6  # Keras's guard against dividing by a zero standard deviation
 CHUNK = 4096  # images per pass when fitting: bounded memory on memory-mapped splits
@@ -45,9 +46,9 @@ class Normalization:
         if self.samplewise_std:
             x = x / (x.std(dim=(1, 2, 3), keepdim=True) + EPSILON)
         if self.mean is not None:
-            x = x - torch.tensor(self.mean, device=x.device).view(1, -1, 1, 1)
+            x = x - device_constant(self.mean, x.device).view(1, -1, 1, 1)
         if self.std is not None:
-            x = x / (torch.tensor(self.std, device=x.device).view(1, -1, 1, 1) + EPSILON)
+            x = x / (device_constant(self.std, x.device).view(1, -1, 1, 1) + EPSILON)
         return x
 
     def save(self, path: Path) -> None:
