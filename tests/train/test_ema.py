@@ -338,3 +338,19 @@ def test_a_bad_ema_setting_exits_2_from_the_cli(tmp_path, digits_config):
     result = run_cli("run", str(config), "--output", str(tmp_path), "--set", "train.ema.decay=2")
     assert result.exit_code == 2 and "train.ema.decay" in result.stderr
     assert "Traceback" not in result.output
+
+
+def test_an_ema_step_never_waits_for_the_host_and_keeps_torchs_count():
+    """On CUDA under sync-debug 'error' (torch's update_parameters would raise: it reads its
+    count on the host); everywhere, n_averaged stays what update_parameters would make it."""
+    model = bn_model().to(DEVICE)
+    ema = Ema(model, EmaConfig(decay=0.9, warmup=10))
+    if DEVICE.type == "cuda":
+        torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(3):
+            ema.after_step(model)
+    finally:
+        if DEVICE.type == "cuda":
+            torch.cuda.set_sync_debug_mode("default")
+    assert int(ema.averaged.n_averaged) == ema.updates == 3

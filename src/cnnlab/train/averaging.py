@@ -1,9 +1,12 @@
 """Averages of the weights over training: an exponential moving average (EMA) or SWA.
 
 Both are torch's `AveragedModel`: a copy of the network beside the one that trains, on the same
-device, whose weights torch's own functions average (nothing here does the arithmetic).
+device. SWA's mean is torch's own `update_parameters`; the EMA's update is torch's EMA function
+(`get_ema_multi_avg_fn`: a foreach lerp by 1 - decay) applied here, step for step the same
+(tests/train/test_ema.py), because `update_parameters` reads its device-side step count on the
+host twice per call: on CUDA two synchronisations per training step.
 
-- EMA (`train.ema`): updated after every optimiser step by `get_ema_multi_avg_fn`, whose decay
+- EMA (`train.ema`): updated after every optimiser step, whose decay
   warms up as Ultralytics's ModelEMA does: the k-th average (after the first, a copy) uses
   `decay * (1 - exp(-k / warmup))`, so the average does not remember the random initialisation
   for the first thousand steps. BatchNorm statistics are averaged with the weights
@@ -19,9 +22,7 @@ device, whose weights torch's own functions average (nothing here does the arith
   evaluated. With `lr`, from `start_epoch` on torch's SWALR takes over the learning rate,
   stepped per batch: a cosine anneal to `lr` over `anneal_epochs`, then constant.
 
-`state_dict` goes into the checkpoint, so a resumed run continues the average bitwise. On CUDA,
-`AveragedModel.update_parameters` reads its step count on the host, one synchronisation per EMA
-step (not yet measured on a GPU).
+`state_dict` goes into the checkpoint, so a resumed run continues the average bitwise.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from torch.optim.swa_utils import SWALR, AveragedModel, get_ema_multi_avg_fn, update_bn
+from torch.optim.swa_utils import SWALR, AveragedModel, update_bn
 
 from cnnlab.config import EmaConfig, SwaConfig, TrainConfig
 from cnnlab.train.checkpoint import save_weights
@@ -76,12 +77,17 @@ class WeightAverage:
         self.averaged.load_state_dict(state["averaged"])
 
 
+def _tensors(model: torch.nn.Module) -> list[torch.Tensor]:
+    """Parameters, then buffers (AveragedModel's use_buffers order), detached."""
+    return [t.detach() for t in (*model.parameters(), *model.buffers())]
+
+
 class Ema(WeightAverage):
     kind: Evaluated = "ema"
 
     def __init__(self, model: torch.nn.Module, cfg: EmaConfig):
-        fixed = get_ema_multi_avg_fn(cfg.decay)
-        super().__init__(AveragedModel(model, multi_avg_fn=fixed, use_buffers=True))
+        # the averaged copy, its n_averaged and its state_dict; the updates are after_step's
+        super().__init__(AveragedModel(model, use_buffers=True))
         self.decay, self.warmup = cfg.decay, cfg.warmup
         self.updates = 0  # the host's copy of averaged.n_averaged, which lives on the device
 
@@ -91,10 +97,28 @@ class Ema(WeightAverage):
             return self.decay
         return self.decay * (1.0 - math.exp(-k / self.warmup))
 
+    @torch.no_grad()
     def after_step(self, model: torch.nn.Module) -> None:
-        if self.warmup and self.updates:  # a warming decay: torch's EMA at this step's decay
-            self.averaged.multi_avg_fn = get_ema_multi_avg_fn(self.decay_at(self.updates))
-        self.averaged.update_parameters(model)
+        """torch's AveragedModel.update_parameters with its EMA function, step for step, less
+        its two reads of the device's n_averaged (a host sync each, every step on CUDA): the
+        host counts the updates. The first update copies; floating tensors lerp by 1 - decay
+        in one foreach pass; integer buffers take torch's rounded blend."""
+        pairs = zip(_tensors(self.averaged.module), _tensors(model), strict=True)
+        if self.updates == 0:
+            for averaged, current in pairs:
+                averaged.copy_(current)
+        else:
+            decay = self.decay_at(self.updates)
+            floats: list[tuple[torch.Tensor, torch.Tensor]] = []
+            others: list[tuple[torch.Tensor, torch.Tensor]] = []
+            for pair in pairs:
+                (floats if pair[0].is_floating_point() else others).append(pair)
+            if floats:
+                averaged_floats, current_floats = zip(*floats, strict=True)
+                torch._foreach_lerp_(averaged_floats, current_floats, 1 - decay)
+            for averaged, current in others:
+                averaged.copy_(averaged * decay + current * (1 - decay))
+        self.averaged.n_averaged += 1  # as update_parameters keeps it, for the checkpoint
         self.updates += 1
 
     def state_dict(self) -> dict[str, Any]:
