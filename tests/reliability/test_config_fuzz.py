@@ -329,7 +329,7 @@ def _as_options(sets: list[str]) -> list[str]:
 
 
 def test_the_schema_walk_sees_the_real_keys():
-    """The strategies are built over the real schema: a key added to config.py is fuzzed."""
+    """The strategies are built over the real schema: a key added to cnnlab.config is fuzzed."""
     assert {"epochs", "target_size", "rotation_range", "backbone", "unfreeze"} <= set(KEYS)
     assert isinstance(TREE["train"]["optimizer"], dict)
     assert isinstance(TREE["model"]["stages"], list)

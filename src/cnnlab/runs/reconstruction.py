@@ -37,7 +37,7 @@ SCALE = Normalization(rescale=1 / 255)  # inputs and targets on 0..1, as S4's x 
 
 
 def settings(cfg: Experiment) -> ReconstructionConfig:
-    assert cfg.reconstruction is not None  # config.py fills it in for task: reconstruction
+    assert cfg.reconstruction is not None  # cnnlab.config fills it in for task: reconstruction
     return cfg.reconstruction
 
 

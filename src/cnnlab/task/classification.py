@@ -158,7 +158,7 @@ def class_weights(
     compute_class_weight on the training labels, n_samples / (n_classes * count)."""
     if setting is None:
         return None
-    if isinstance(setting, str):  # "balanced", the only word config.py lets through
+    if isinstance(setting, str):  # "balanced", the only word cnnlab.config lets through
         missing = sorted(set(range(len(classes))) - set(np.unique(labels).tolist()))
         if missing:
             raise ConfigError(
