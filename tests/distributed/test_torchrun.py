@@ -50,11 +50,12 @@ TIMEOUT_S = 180
 TOLERANCE = 1e-5  # weights and losses, see the module's docstring
 
 
-def experiment(path: Path) -> Path:
+def experiment(path: Path, dropout: float = 0.0) -> Path:
     layers = [
         {"Conv2D": {"filters": 8, "kernel_size": 3, "activation": "relu"}},
         {"MaxPooling2D": {"pool_size": 2}},
         {"Flatten": {}},
+        *([{"Dropout": dropout}] if dropout else []),
         {"Dense": {"units": 10, "activation": "softmax"}},
     ]
     train = {
@@ -168,7 +169,22 @@ def test_killed_run_resumes_under_torchrun_to_the_uninterrupted_result(
     own, so the launcher's process group alone would leave them training) once the first
     checkpoint exists, then `torchrun ... --resume`: the weights and metrics of the run never
     interrupted, bitwise."""
-    config = experiment(tmp_path / "digits.yaml")
+    killed_and_resumed(experiment(tmp_path / "digits.yaml"), runs["two"], env, tmp_path)
+
+
+def test_with_dropout_a_killed_run_resumes_to_the_uninterrupted_masks(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """Dropout's masks come from (seed, epoch, rank) under torchrun (RankRandomness; that the
+    processes' masks differ is tests/train/test_rank_randomness.py's): a killed and resumed
+    2-process run draws the uninterrupted run's masks again, to the same weights, bitwise."""
+    config = experiment(tmp_path / "digits.yaml", dropout=0.3)
+    whole = launch(command(config, tmp_path / "whole", 2), env)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    killed_and_resumed(config, tmp_path / "whole" / "digits", env, tmp_path)
+
+
+def killed_and_resumed(config: Path, uninterrupted: Path, env: dict[str, str], tmp_path: Path):
     folder = tmp_path / "killed" / "digits"
     launcher = subprocess.Popen(
         command(config, tmp_path / "killed", 2),
@@ -198,11 +214,11 @@ def test_killed_run_resumes_under_torchrun_to_the_uninterrupted_result(
     resumed = launch(command(config, tmp_path / "killed", 2, "--resume"), env)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"Epoch {landed + 1}/3" in resumed.stdout and "Epoch 1/3" not in resumed.stdout
-    assert weights_apart(folder, runs["two"]) == 0.0
-    assert metrics(folder) == metrics(runs["two"])
+    assert weights_apart(folder, uninterrupted) == 0.0
+    assert metrics(folder) == metrics(uninterrupted)
     history = [row.split(",")[:-1] for row in (folder / "history.csv").read_text().splitlines()]
-    uninterrupted = (runs["two"] / "history.csv").read_text().splitlines()
-    assert history == [row.split(",")[:-1] for row in uninterrupted]  # all but the seconds
+    whole = (uninterrupted / "history.csv").read_text().splitlines()
+    assert history == [row.split(",")[:-1] for row in whole]  # all but the seconds
 
 
 def test_one_process_under_torchrun_is_bitwise_the_plain_run(
