@@ -141,10 +141,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"would run {args.seeds} seeds of {RECIPE.name} on {args.data}; {args.out}: writable")
         return 0
     rows = [run_seed(args, seed) for seed in range(args.seeds)]
-    total = summary(rows)
-    text = markdown(rows, total, device_name())
+    total, device = summary(rows), device_name()
+    text = markdown(rows, total, device)
     (args.out / "speed.md").write_text(text, encoding="utf-8")
-    payload = {"rows": rows, "summary": total, "device": device_name()}
+    payload = {"rows": rows, "summary": total, "device": device}
     (args.out / "speed.json").write_text(json.dumps(payload, indent=1), encoding="utf-8")
     print(text)
     return 0

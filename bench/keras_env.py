@@ -60,11 +60,11 @@ def versions(source: str) -> dict:
     if torch_backend():
         import torch
 
-        return (
-            found
-            | {"torch": torch.__version__, "python": sys.version.split()[0]}
-            | {"generator": source}
-        )
+        return found | {
+            "torch": torch.__version__,
+            "python": sys.version.split()[0],
+            "generator": source,
+        }
     try:
         import tensorflow as tf
 

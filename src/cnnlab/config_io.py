@@ -153,7 +153,7 @@ def _refuse_repeated_keys(loader: StrictLoader, node: yaml.MappingNode) -> None:
         first[key] = key_node
 
 
-def article(noun: str) -> str:
+def _article(noun: str) -> str:
     return "an" if noun[:1] in "aeiou" else "a"
 
 
@@ -170,7 +170,7 @@ def read_text(path: Path, what: str = "experiment file") -> str:
     except UnicodeDecodeError as err:
         raise ConfigError(
             f"{path}: not a text file in UTF-8 (byte 0x{data[err.start]:02x} at offset "
-            f"{err.start}); {article(what)} {what} is YAML text, saved as UTF-8"
+            f"{err.start}); {_article(what)} {what} is YAML text, saved as UTF-8"
         ) from None
     if "\x00" in text:  # UTF-16 without its mark, or a binary file that happens to decode
         raise ConfigError(f"{path}: holds NUL bytes, so it is not YAML text; save it as UTF-8")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import os
 import random
 
@@ -25,6 +26,13 @@ def select_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError("train.device: cuda was asked for but no CUDA GPU is visible; use auto")
     return device
+
+
+def stream_seed(key: str) -> int:
+    """A seed in [0, 2**63) for the random stream named `key` (e.g. "cnnlab.batches:0:3:0"): a
+    hash, not arithmetic such as seed * 1_000_003 + epoch, so no two keys share a stream."""
+    digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
 
 
 def seed_everything(seed: int) -> None:

@@ -14,7 +14,6 @@ scikit-image itself.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -24,6 +23,7 @@ import torch.nn.functional as F
 
 from cnnlab.augment.normalize import Normalization
 from cnnlab.config import DegradeStep, InvertStep, MaskStep, NoiseStep, ResizeStep, Section
+from cnnlab.runtime import stream_seed
 
 CHUNK = 1024  # images per pass when a split is degraded once: bounded device memory
 TRUNCATE = 4.0  # scipy.ndimage's (and so scikit-image's) Gaussian truncation, in sigmas
@@ -31,8 +31,7 @@ TRUNCATE = 4.0  # scipy.ndimage's (and so scikit-image's) Gaussian truncation, i
 
 def seeded(key: str, device: torch.device) -> torch.Generator:
     """A generator on `device` seeded by a hash of `key`, unrelated to any other key's."""
-    digest = hashlib.blake2b(f"cnnlab.degrade:{key}".encode(), digest_size=8).digest()
-    return torch.Generator(device=device).manual_seed(int.from_bytes(digest, "little") >> 1)
+    return torch.Generator(device=device).manual_seed(stream_seed(f"cnnlab.degrade:{key}"))
 
 
 def gaussian_kernel(sigma: float) -> torch.Tensor:

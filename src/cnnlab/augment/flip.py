@@ -13,17 +13,16 @@ every odd one, and a resumed run repeats it. Identical images share their coin.
 
 from __future__ import annotations
 
-import hashlib
-
 import torch
+
+from cnnlab.runtime import stream_seed
 
 HASH_BIT = 24  # of sums of pixel (< 2**8) x weight (< 2**31) terms: well inside int64, mixed
 
 
 class AlternatingFlip:
     def __init__(self, seed: int) -> None:
-        key = hashlib.blake2b(f"cnnlab.alternating_flip:{seed}".encode(), digest_size=8)
-        self.seed = int.from_bytes(key.digest(), "little") >> 1
+        self.seed = stream_seed(f"cnnlab.alternating_flip:{seed}")
         self.odd = False
         self._weights: dict[tuple[torch.Size, torch.device], torch.Tensor] = {}
 

@@ -9,8 +9,6 @@ Evaluation and prediction: normalisation only.
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 import torch
 
@@ -22,7 +20,7 @@ from cnnlab.augment.normalize import Normalization, fit_normalization
 from cnnlab.augment.policies import AugMix
 from cnnlab.config import AugmentConfig
 from cnnlab.preprocessing import Preprocessing
-from cnnlab.runtime import IMAGE_LAYOUT
+from cnnlab.runtime import IMAGE_LAYOUT, stream_seed
 
 
 def modern_params(cfg: AugmentConfig) -> ModernParams:
@@ -79,9 +77,7 @@ class TrainTransform(EvalTransform):
         same draws at the same positions."""
         part = distributed.current()
         rank = f":{part.rank}" if part is not None and part.world > 1 else ""
-        stream = f"cnnlab.augment:{self.seed}:{epoch}{rank}"
-        key = hashlib.blake2b(stream.encode(), digest_size=8)
-        self.generator.manual_seed(int.from_bytes(key.digest(), "little") >> 1)
+        self.generator.manual_seed(stream_seed(f"cnnlab.augment:{self.seed}:{epoch}{rank}"))
         if self.flip is not None:
             self.flip.begin_epoch(epoch)
 

@@ -4,13 +4,14 @@ sampler (data.sampler) draws with replacement that give every class the same cha
 
 from __future__ import annotations
 
-import hashlib
 import warnings
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
+
+from cnnlab.runtime import stream_seed
 
 if TYPE_CHECKING:
     from cnnlab.distributed import Part
@@ -22,10 +23,8 @@ IndexBatches = Iterator[tuple[torch.Tensor, torch.Tensor]]  # (host index, devic
 
 
 def permutation_seed(seed: int, epoch: int, k: int = 0) -> int:
-    """Seed of pass `k` of `epoch` (k > 0 only with `steps`). A hash rather than arithmetic such
-    as seed * 1_000_003 + epoch, so no (seed, epoch, k) ever reuses another's permutation."""
-    key = f"cnnlab.batches:{seed}:{epoch}:{k}".encode()
-    return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little") >> 1  # < 2**63
+    """Seed of pass `k` of `epoch` (k > 0 only with `steps`)."""
+    return stream_seed(f"cnnlab.batches:{seed}:{epoch}:{k}")
 
 
 def gather_rows(source: torch.Tensor, index: torch.Tensor, buffer: torch.Tensor) -> torch.Tensor:

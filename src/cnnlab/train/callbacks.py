@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
@@ -14,6 +13,7 @@ from rich.console import Console
 
 from cnnlab.config import EarlyStoppingConfig
 from cnnlab.runfiles import write_history
+from cnnlab.runtime import stream_seed
 from cnnlab.train.checkpoint import rng_state, save_state, save_weights
 
 
@@ -156,9 +156,8 @@ class RankRandomness(Callback):
         self.seed, self.rank = seed, rank
 
     def on_epoch_begin(self, state: TrainState, epoch: int) -> None:
-        stream = f"cnnlab.rank_randomness:{self.seed}:{epoch}:{self.rank}".encode()
-        digest = hashlib.blake2b(stream, digest_size=8).digest()
-        torch.manual_seed(int.from_bytes(digest, "little") >> 1)  # every device's generator
+        key = f"cnnlab.rank_randomness:{self.seed}:{epoch}:{self.rank}"
+        torch.manual_seed(stream_seed(key))  # every device's generator
 
 
 class Checkpoint(Callback):

@@ -123,7 +123,7 @@ def fit(
             batches = train.epoch(epoch, steps_per_epoch, part)
             trained = train_epoch(trainee, batches, epoch, advance, shard)
         # the lr of the epoch's last step; the schedule has moved on to the next epoch's since
-        lr = trained.pop("lr", optimizer.param_groups[0]["lr"])
+        lr = trained.pop("lr")
         if average is not None:
             average.end_epoch(trainee.model, epoch)
         logs = {"epoch": epoch + 1, **trained}
