@@ -54,19 +54,25 @@ def _cuda() -> bool:
     return torch.cuda.is_available()
 
 
-def check(args: argparse.Namespace) -> None:
-    """The recipe validates with the overrides, the data is there, the output is writable."""
+def problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with the command, or None: the seeds, the data, the recipe with the
+    overrides (cnnlab's own message, naming the key)."""
     from cnnlab.config_io import load_experiment
+    from cnnlab.errors import ConfigError
 
+    if args.seeds < 1:
+        return f"--seeds: {args.seeds}; at least 1 seed"
     missing = [name for name in ("train.zip", "test.zip") if not (args.data / name).is_file()]
     if missing:
-        raise SystemExit(
-            f"error: {args.data} lacks {', '.join(missing)}: make speed-data copies the complete "
+        return (
+            f"{args.data} lacks {', '.join(missing)}: make speed-data copies the complete "
             "CIFAR-10 there (../shared/datasets/cifar10)"
         )
-    sets = overrides(args, 0)[1::2]
-    load_experiment(RECIPE, sets)
-    args.out.mkdir(parents=True, exist_ok=True)
+    try:
+        load_experiment(RECIPE, overrides(args, 0)[1::2])
+    except ConfigError as err:
+        return str(err)
+    return None
 
 
 def run_seed(args: argparse.Namespace, seed: int) -> dict[str, float]:
@@ -136,7 +142,11 @@ def markdown(rows: list[dict[str, float]], total: dict[str, float | bool], devic
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(list(sys.argv[1:] if argv is None else argv))
-    check(args)
+    found = problem(args)
+    if found is not None:  # a user's mistake: exit 2, as cnnlab's commands, nothing written
+        print(f"error: {found}", file=sys.stderr)
+        return 2
+    args.out.mkdir(parents=True, exist_ok=True)
     if args.dry_run:
         print(f"would run {args.seeds} seeds of {RECIPE.name} on {args.data}; {args.out}: writable")
         return 0

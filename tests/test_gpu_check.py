@@ -70,5 +70,19 @@ def test_speed_recipe_without_the_complete_cifar10_says_how_to_get_it(tmp_path):
         [sys.executable, "-m", "bench.gpu_speed", "--data", str(tmp_path), "--dry-run"],
         capture_output=True, text=True, cwd=ROOT, timeout=120, check=False,
     )  # fmt: skip
-    assert done.returncode != 0
+    assert done.returncode == 2
     assert f"{tmp_path} lacks train.zip, test.zip: make speed-data" in done.stderr
+
+
+def test_a_bad_speed_recipe_key_exits_2_naming_it_and_writes_nothing(tmp_path, require):
+    data = ROOT.parent / "shared" / "datasets" / "cifar10"
+    require(data / "train.zip")
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "bench.gpu_speed", "--data", str(data), "--dry-run"]
+    done = subprocess.run(
+        [*command, "--set", "train.epochz=3", "--out", str(out)],
+        capture_output=True, text=True, cwd=ROOT, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "train.epochz: unknown key; did you mean 'epochs'?" in done.stderr
+    assert not out.exists()
